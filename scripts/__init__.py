@@ -1,0 +1,1 @@
+"""Code for the lumbar muscle Dixon segmentation bundle that MONAI, Ignite and SimpleITK do not provide."""

@@ -1,0 +1,42 @@
+"""The bundle's label map, the single source every other module leans on.
+
+Left and right are the subject's sides as given by the image affine (RAS+: world x grows
+towards the subject's right), never by array index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BACKGROUND = 0
+LABELS: dict[int, str] = {
+    0: "background",
+    1: "left psoas",
+    2: "left iliacus",
+    3: "left quadratus lumborum",
+    4: "left erector spinae + multifidus",
+    5: "right psoas",
+    6: "right iliacus",
+    7: "right quadratus lumborum",
+    8: "right erector spinae + multifidus",
+}
+# The column names of the published Table 1.
+ABBREVIATIONS: dict[int, str] = {1: "LP", 2: "LI", 3: "LQL", 4: "LES+M", 5: "RP", 6: "RI", 7: "RQL", 8: "RES+M"}
+MUSCLES: tuple[int, ...] = tuple(range(1, 9))
+NUM_CLASSES = len(LABELS)
+# Each left muscle and its right partner.
+LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = ((1, 5), (2, 6), (3, 7), (4, 8))
+
+
+def mirrored_label(label: int) -> int:
+    """The label of the same muscle on the other side (background stays background)."""
+    for left, right in LEFT_RIGHT_PAIRS:
+        if label == left:
+            return right
+        if label == right:
+            return left
+    return label
+
+
+# Lookup table: SWAP_LEFT_RIGHT[label] is the label after a left-right mirror.
+SWAP_LEFT_RIGHT: np.ndarray = np.array([mirrored_label(i) for i in range(NUM_CLASSES)], dtype=np.int64)

@@ -1,0 +1,152 @@
+"""Dictionary transforms that MONAI does not provide: case geometry, in-phase synthesis, label-swapping flip."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
+from monai.utils import convert_to_dst_type
+
+from scripts.labels import SWAP_LEFT_RIGHT, mirrored_label
+
+logger = logging.getLogger(__name__)
+
+
+def spacing_and_direction(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel size (mm) and unit direction columns of a 4×4 voxel-to-world affine."""
+    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    return spacing, linear / spacing
+
+
+def left_right_axis(affine: np.ndarray) -> int:
+    """The array axis that runs closest to world x (the subject's left-right axis in RAS+)."""
+    _, direction = spacing_and_direction(affine)
+    return int(np.argmax(np.abs(direction[0])))
+
+
+def _source(img: MetaTensor) -> str:
+    return str(img.meta.get("filename_or_obj", "<in memory>"))
+
+
+class MatchCaseGeometryd(MapTransform):
+    """Give every image of one case the voxel-to-world header of its reference image.
+
+    Dixon water, fat, in-phase and label files of one case come from one acquisition, yet
+    exported headers often disagree (a missing sform, an origin of zero, spacing rounded
+    differently). The rule:
+
+    - same array shape, directions within ``direction_tol`` and spacing within
+      ``spacing_rtol``: the arrays are the same voxels. Any remaining header difference
+      (typically the origin) is logged as a warning and the reference header is copied,
+      so the images and the label stay voxel-aligned;
+    - a different shape, direction or spacing: the images truly differ, and the case is
+      refused with an error naming both files.
+
+    The reference is the first of ``keys`` present in the case; image data is untouched.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spacing_rtol: float = 0.01,
+        direction_tol: float = 1e-3,
+        origin_tol_mm: float = 0.1,
+        allow_missing_keys: bool = True,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spacing_rtol = spacing_rtol
+        self.direction_tol = direction_tol
+        self.origin_tol_mm = origin_tol_mm
+
+    def __call__(self, data: Mapping[Hashable, MetaTensor]) -> dict[Hashable, MetaTensor]:
+        d = dict(data)
+        present = list(self.key_iterator(d))
+        reference = d[present[0]]
+        ref_affine = reference.affine.numpy()
+        ref_spacing, ref_direction = spacing_and_direction(ref_affine)
+        for key in present[1:]:
+            img = d[key]
+            names = f"{key} {_source(img)} vs {present[0]} {_source(reference)}"
+            if img.shape[1:] != reference.shape[1:]:
+                raise ValueError(f"{names}: shapes differ ({tuple(img.shape[1:])} vs {tuple(reference.shape[1:])})")
+            affine = img.affine.numpy()
+            spacing, direction = spacing_and_direction(affine)
+            if np.abs(direction - ref_direction).max() > self.direction_tol:
+                raise ValueError(f"{names}: orientations differ (direction cosines {direction} vs {ref_direction})")
+            if np.abs(spacing / ref_spacing - 1).max() > self.spacing_rtol:
+                raise ValueError(f"{names}: voxel sizes differ ({spacing} vs {ref_spacing} mm)")
+            shift = float(np.abs(affine[:3, 3] - ref_affine[:3, 3]).max())
+            if shift > self.origin_tol_mm or not np.allclose(spacing, ref_spacing, rtol=1e-6):
+                logger.warning(
+                    "%s: same voxel grid but headers differ (origin by up to %.1f mm, spacing %s vs %s mm); "
+                    "using the header of %s",
+                    names,
+                    shift,
+                    np.round(spacing, 4),
+                    np.round(ref_spacing, 4),
+                    present[0],
+                )
+            img.affine = reference.affine.clone()
+        return d
+
+
+class InPhaseFromWaterFatd(MapTransform):
+    """Add ``image`` = water + fat (the Dixon in-phase magnitude) to a case that has no in-phase image.
+
+    The new image shares the water image's header; water and fat are left as they are.
+    """
+
+    def __init__(self, image_key: str = "image", water_key: str = "water", fat_key: str = "fat") -> None:
+        super().__init__([image_key, water_key, fat_key], allow_missing_keys=True)
+        self.image_key, self.water_key, self.fat_key = image_key, water_key, fat_key
+
+    def __call__(self, data: Mapping[Hashable, MetaTensor]) -> dict[Hashable, MetaTensor]:
+        d = dict(data)
+        if self.image_key not in d:
+            d[self.image_key] = d[self.water_key] + d[self.fat_key]
+        return d
+
+
+class RandLeftRightFlipd(RandomizableTransform, MapTransform):
+    """Mirror the subject left to right and swap left labels (1–4) with right ones (5–8).
+
+    The array is reversed along the axis closest to world x while the affine is kept, so
+    the result is a plausible mirrored subject: the muscle now on the subject's left is
+    the one labelled left. MONAI's ``RandFlipd`` also flips the affine (so world anatomy
+    is unchanged) and knows nothing of sided labels, hence this transform. An
+    ``annotated`` list in the case (partial labels) is mirrored the same way.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_keys: Sequence[str] = ("label",),
+        prob: float = 0.5,
+        allow_missing_keys: bool = True,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.label_keys = tuple(label_keys)
+
+    def __call__(self, data: Mapping[Hashable, MetaTensor]) -> dict[Hashable, MetaTensor]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        keys = list(self.key_iterator(d))
+        dim = 1 + left_right_axis(d[keys[0]].affine.numpy())  # +1: channel first
+        for key in keys:
+            flipped = torch.flip(d[key], dims=(dim,))
+            if key in self.label_keys:
+                lut = torch.as_tensor(SWAP_LEFT_RIGHT, device=flipped.device)
+                flipped = convert_to_dst_type(lut[flipped.as_tensor().long()], dst=flipped)[0]
+            d[key] = flipped
+        if "annotated" in d:
+            d["annotated"] = sorted(mirrored_label(int(label)) for label in d["annotated"])
+        return d
