@@ -13,10 +13,23 @@ from typing import Any
 
 # Keys whose values are paths relative to the dataset folder.
 IMAGE_KEYS: tuple[str, ...] = ("image", "outphase", "water", "fat", "label")
+# Partial-label keys that a section may give all its entries at once.
+SHARED_KEYS: tuple[str, ...] = ("label_map", "annotated")
 
 
 class DatalistError(ValueError):
     """A datalist that cannot be used; the message lists every problem found."""
+
+
+def _section_entries(section: Any) -> tuple[Any, dict]:
+    """A section's entries and the keys it gives every entry.
+
+    A section is a list of entries, or an object ``{"label_map": ..., "annotated": ...,
+    "entries": [...]}`` whose ``label_map``/``annotated`` apply to each entry lacking its own.
+    """
+    if isinstance(section, dict):
+        return section.get("entries"), {k: section[k] for k in SHARED_KEYS if k in section}
+    return section, {}
 
 
 def _entry_problems(entry: Any, index: int, section: str, need_label: bool) -> list[str]:
@@ -56,14 +69,14 @@ def load_datalist(datalist: str | Path, section: str, dataset_dir: str | Path | 
     if not isinstance(content, dict) or section not in content:
         found = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise DatalistError(f"{datalist} has no '{section}' section (found: {found})")
-    entries = content[section]
+    entries, shared = _section_entries(content[section])
     if not isinstance(entries, list) or not entries:
         raise DatalistError(f"{datalist}: '{section}' must be a non-empty list of entries")
 
     resolved = []
     for entry in entries:
         if isinstance(entry, dict):
-            entry = {k: str(base / v) if k in IMAGE_KEYS else v for k, v in entry.items()}
+            entry = shared | {k: str(base / v) if k in IMAGE_KEYS else v for k, v in entry.items()}
         resolved.append(entry)
     need_label = section in ("training", "validation")
     problems = [p for i, e in enumerate(resolved) for p in _entry_problems(e, i, section, need_label)]

@@ -24,6 +24,8 @@ LABELS: dict[int, str] = {
 ABBREVIATIONS: dict[int, str] = {1: "LP", 2: "LI", 3: "LQL", 4: "LES+M", 5: "RP", 6: "RI", 7: "RQL", 8: "RES+M"}
 MUSCLES: tuple[int, ...] = tuple(range(1, 9))
 NUM_CLASSES = len(LABELS)
+# Label metadata key of a case's annotation mask: which of the 9 classes were drawn (partial labels).
+ANNOTATED = "annotated"
 # Each left muscle and its right partner.
 LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = ((1, 5), (2, 6), (3, 7), (4, 8))
 

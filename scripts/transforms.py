@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_dst_type
 
-from scripts.labels import SWAP_LEFT_RIGHT, mirrored_label
+from scripts.labels import ANNOTATED, MUSCLES, NUM_CLASSES, SWAP_LEFT_RIGHT
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,58 @@ class MatchCaseGeometryd(MapTransform):
         return d
 
 
+class MapLabelsd(MapTransform):
+    """Translate a label file's values into this bundle's label map and record which muscles it annotates.
+
+    A case may carry ``label_map`` (its file's values → ours, e.g. ``{"1": 8, "2": 8}``)
+    and ``annotated`` (the muscles someone drew, e.g. ``[4, 8]``). Without ``label_map``
+    the file must already use labels 0–8; without ``annotated`` every muscle counts as
+    drawn. Value 0 is background; muscles of ours that no file value maps to are simply
+    absent. A file value that is neither 0 nor in ``label_map`` (or outside 0–8) is an
+    error naming the file and the values. The two keys are removed from the case, and a
+    boolean mask over the 9 classes (background always true) is stored in the label's
+    metadata under ``annotated`` for the partial-label loss.
+    """
+
+    def __init__(self, label_key: str = "label") -> None:
+        super().__init__([label_key], allow_missing_keys=True)
+        self.label_key = label_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        label_map = d.pop("label_map", None)
+        annotated = d.pop("annotated", None)
+        if self.label_key not in d:
+            return d
+        label = d[self.label_key]
+        values = {int(v) for v in torch.unique(label.as_tensor())}
+        lut = torch.zeros(max(values | {NUM_CLASSES - 1}) + 1, dtype=torch.long)
+        if label_map is None:
+            allowed = set(range(NUM_CLASSES))
+            lut[:NUM_CLASSES] = torch.arange(NUM_CLASSES)
+        else:
+            mapping = {int(k): int(v) for k, v in label_map.items()}
+            if not set(mapping.values()) <= set(range(NUM_CLASSES)):
+                raise ValueError(f"{_source(label)}: label_map targets {sorted(mapping.values())} outside 0..8")
+            allowed = {0, *mapping}
+            for k, v in mapping.items():
+                lut[k] = v
+        unknown = sorted(values - allowed)
+        if unknown:
+            expected = "0..8" if label_map is None else f"0 or a key of label_map {sorted(allowed - {0})}"
+            raise ValueError(f"{_source(label)}: label values {unknown} are not {expected}")
+        mapped = lut[label.as_tensor().long()]
+        label = convert_to_dst_type(mapped, dst=label, dtype=label.dtype)[0]
+        drawn = list(MUSCLES) if annotated is None else [int(a) for a in annotated]
+        if not set(drawn) <= set(MUSCLES):
+            raise ValueError(f"{_source(label)}: annotated {sorted(drawn)} must be muscles of 1..8")
+        mask = torch.zeros(NUM_CLASSES, dtype=torch.bool)
+        mask[[0, *drawn]] = True
+        label.meta[ANNOTATED] = mask
+        d[self.label_key] = label
+        return d
+
+
 class InPhaseFromWaterFatd(MapTransform):
     """Add ``image`` = water + fat (the Dixon in-phase magnitude) to a case that has no in-phase image.
 
@@ -119,8 +172,8 @@ class RandLeftRightFlipd(RandomizableTransform, MapTransform):
     The array is reversed along the axis closest to world x while the affine is kept, so
     the result is a plausible mirrored subject: the muscle now on the subject's left is
     the one labelled left. MONAI's ``RandFlipd`` also flips the affine (so world anatomy
-    is unchanged) and knows nothing of sided labels, hence this transform. An
-    ``annotated`` list in the case (partial labels) is mirrored the same way.
+    is unchanged) and knows nothing of sided labels, hence this transform. The label's
+    annotation mask (see ``MapLabelsd``) is mirrored the same way.
     """
 
     def __init__(
@@ -146,7 +199,7 @@ class RandLeftRightFlipd(RandomizableTransform, MapTransform):
             if key in self.label_keys:
                 lut = torch.as_tensor(SWAP_LEFT_RIGHT, device=flipped.device)
                 flipped = convert_to_dst_type(lut[flipped.as_tensor().long()], dst=flipped)[0]
+                if ANNOTATED in flipped.meta:  # a left annotation becomes a right one
+                    flipped.meta[ANNOTATED] = flipped.meta[ANNOTATED][SWAP_LEFT_RIGHT]
             d[key] = flipped
-        if "annotated" in d:
-            d["annotated"] = sorted(mirrored_label(int(label)) for label in d["annotated"])
         return d

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import SPACING_ARG, TUM02, run_bundle, save_reoriented, write_datalist
-from monai.bundle import ConfigParser
+from conftest import REPO, SPACING_ARG, TUM02, run_bundle, save_reoriented, write_datalist
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.labels import ABBREVIATIONS, MUSCLES, NUM_CLASSES
 
@@ -42,7 +43,7 @@ def assert_segmentation_of(seg_path: Path, input_path: Path) -> np.ndarray:
 
 
 def test_training_saves_best_model_last_checkpoint_and_dice_per_muscle(trained: Path):
-    network = ConfigParser.load_config_file("configs/train.yaml")["network_def"]
+    network = ConfigParser.load_config_file(REPO / "configs" / "train.yaml")["network_def"]
     state = torch.load(trained / "models" / "model.pt", weights_only=True)
     ConfigParser({"n": network}).get_parsed_content("n").load_state_dict(state)
 
@@ -114,3 +115,55 @@ def test_inference_on_real_dixon_with_disagreeing_headers(trained: Path, tmp_pat
     result = infer(TUM02, tmp_path / "out", trained / "models" / "model.pt", "--datalist", str(datalist))
     assert_segmentation_of(tmp_path / "out" / "TUM02" / "TUM02_seg.nii.gz", TUM02 / "water.nii.gz")
     assert "same voxel grid but headers differ" in result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
+def test_mixed_training_with_partially_labelled_real_scan(cohort: Path, tmp_path: Path):
+    phantoms = [
+        {key: str(cohort / value) if key != "id" else value for key, value in entry.items()}
+        for entry in json.loads((cohort / "datalist.json").read_text())["training"]
+    ]
+    tum02 = {
+        "id": "TUM02",
+        "water": str(TUM02 / "water.nii.gz"),
+        "fat": str(TUM02 / "fat.nii.gz"),
+        "label": str(TUM02 / "label_es_mf.nii.gz"),
+        "label_map": {"1": 8, "2": 8, "3": 4, "4": 4},
+        "annotated": [4, 8],
+    }
+    write_datalist(tmp_path / "datalist.json", {"training": phantoms + [tum02], "validation": [tum02]})
+    run_bundle(
+        "training",
+        "--config_file", "configs/train.yaml",
+        "--dataset_dir", str(tmp_path),
+        "--output_dir", str(tmp_path / "run"),
+        "--ckpt_dir", str(tmp_path / "run" / "models"),
+        "--epochs", "1",
+        "--spacing", SPACING_ARG,
+        "--partial_fraction", "0.4",
+        "--num_workers", "0",
+    )  # fmt: skip
+    with (tmp_path / "run" / "dice_per_muscle.csv").open() as f:
+        (row,) = list(csv.DictReader(f))
+    scored = {ABBREVIATIONS[m] for m in MUSCLES if int(row[f"n_{ABBREVIATIONS[m]}"]) > 0}
+    assert scored == {"LES+M", "RES+M"}
+    assert all(row[ABBREVIATIONS[m]] == "" for m in MUSCLES if ABBREVIATIONS[m] not in scored)
+    assert 0 <= float(row["LES+M"]) <= 1 and 0 <= float(row["RES+M"]) <= 1
+
+
+def test_finetuning_starts_from_the_given_weights(cohort: Path, trained: Path, tmp_path: Path):
+    ckpt = trained / "models" / "model.pt"
+    workflow = ConfigWorkflow(
+        config_file=[str(REPO / "configs" / "train.yaml"), str(REPO / "configs" / "finetune.yaml")],
+        workflow_type="train",
+        dataset_dir=str(cohort),
+        output_dir=str(tmp_path),
+        pretrained_ckpt=str(ckpt),
+        spacing=[3.75, 3.75, 7.8],
+        num_workers=0,
+    )
+    workflow.initialize()
+    weights = workflow.parser.get_parsed_content("network").state_dict()
+    for name, value in torch.load(ckpt, weights_only=True).items():
+        assert torch.equal(weights[name].cpu(), value), name
+    assert workflow.parser.get_parsed_content("ckpt_dir") == f"{tmp_path}/models"

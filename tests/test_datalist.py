@@ -52,3 +52,18 @@ def test_unusable_datalist_files_are_refused(tmp_path: Path, content: str, messa
 def test_testing_entries_need_no_label(cohort: Path):
     entries = load_datalist(cohort / "datalist.json", "testing")
     assert entries and all("label" not in e for e in entries)
+
+
+def test_a_section_can_give_every_entry_its_label_map(tmp_path: Path):
+    (tmp_path / "a.nii.gz").write_bytes(b"")
+    section = {
+        "label_map": {"1": 8, "2": 4},
+        "annotated": [4, 8],
+        "entries": [
+            {"id": "r1", "image": "a.nii.gz", "label": "a.nii.gz"},
+            {"id": "r2", "image": "a.nii.gz", "label": "a.nii.gz", "annotated": [8]},
+        ],
+    }
+    entries = load_datalist(write_datalist(tmp_path / "datalist.json", {"training": section}), "training")
+    assert [e["label_map"] for e in entries] == [{"1": 8, "2": 4}] * 2
+    assert [e["annotated"] for e in entries] == [[4, 8], [8]]

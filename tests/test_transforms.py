@@ -13,10 +13,9 @@ from conftest import SMALL_SHAPE, SMALL_SPACING, save_reoriented
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged
 
-from scripts.labels import LEFT_RIGHT_PAIRS, MUSCLES
-from scripts.losses import OneHotBCEWithLogitsLoss
+from scripts.labels import ANNOTATED, LEFT_RIGHT_PAIRS, MUSCLES
 from scripts.phantom import make_phantom
-from scripts.transforms import InPhaseFromWaterFatd, MatchCaseGeometryd, RandLeftRightFlipd
+from scripts.transforms import InPhaseFromWaterFatd, MapLabelsd, MatchCaseGeometryd, RandLeftRightFlipd
 
 
 def world_x_centroid(mask: torch.Tensor, affine: torch.Tensor) -> float:
@@ -50,10 +49,11 @@ def test_flip_mirrors_subject_and_swaps_sides(phantom, tmp_path: Path, axcodes: 
     assert set(torch.unique(out["label"]).int().tolist()) == {0, *MUSCLES}
 
 
-def test_flip_mirrors_annotated_labels():
+def test_flip_mirrors_the_annotation_mask():
     label = MetaTensor(torch.zeros(1, 4, 4, 4), affine=torch.eye(4))
-    out = RandLeftRightFlipd(["label"], prob=1.0)({"label": label, "annotated": [4, 6]})
-    assert out["annotated"] == [2, 8]
+    label.meta[ANNOTATED] = torch.tensor([True, False, False, False, True, False, True, False, False])
+    out = RandLeftRightFlipd(["label"], prob=1.0)({"label": label})
+    assert torch.nonzero(out["label"].meta[ANNOTATED]).flatten().tolist() == [0, 2, 8]
 
 
 def test_flip_probability_zero_leaves_case_unchanged(phantom):
@@ -111,9 +111,31 @@ def test_in_phase_is_water_plus_fat_only_when_missing():
     assert InPhaseFromWaterFatd()({"image": given, "water": water, "fat": fat})["image"] is given
 
 
-def test_one_hot_bce_matches_per_channel_binary_cross_entropy():
-    logits = torch.randn(2, 9, 4, 4, 4)
-    label = torch.randint(0, 9, (2, 1, 4, 4, 4))
-    target = torch.nn.functional.one_hot(label[:, 0], 9).permute(0, 4, 1, 2, 3).float()
-    expected = torch.nn.BCEWithLogitsLoss()(logits, target)
-    assert torch.allclose(OneHotBCEWithLogitsLoss()(logits, label), expected)
+def _label(values: list[int], name: str = "label.nii.gz") -> MetaTensor:
+    data = torch.tensor(values, dtype=torch.int16).reshape(1, -1, 1, 1)
+    return MetaTensor(data, affine=torch.eye(4), meta={"filename_or_obj": name})
+
+
+def test_label_map_translates_values_and_records_annotation():
+    case = {"label": _label([0, 1, 2, 3, 4]), "label_map": {"1": 8, "2": 8, "3": 4, "4": 4}, "annotated": [4, 8]}
+    out = MapLabelsd()(case)
+    assert out["label"].flatten().tolist() == [0, 8, 8, 4, 4]
+    assert torch.nonzero(out["label"].meta[ANNOTATED]).flatten().tolist() == [0, 4, 8]
+    assert "label_map" not in out and "annotated" not in out
+
+
+def test_without_label_map_every_muscle_is_annotated():
+    out = MapLabelsd()({"label": _label([0, 5, 8])})
+    assert out["label"].flatten().tolist() == [0, 5, 8]
+    assert bool(out["label"].meta[ANNOTATED].all())
+
+
+def test_value_missing_from_label_map_is_refused_naming_file_and_values():
+    case = {"label": _label([0, 1, 2, 7], name="TUM02/label_es_mf.nii.gz"), "label_map": {"1": 8, "2": 8}}
+    with pytest.raises(ValueError, match=r"TUM02/label_es_mf.nii.gz: label values \[7\]"):
+        MapLabelsd()(case)
+
+
+def test_values_outside_the_label_map_of_the_bundle_are_listed():
+    with pytest.raises(ValueError, match=r"label values \[9, 12\] are not 0..8"):
+        MapLabelsd()({"label": _label([0, 9, 12, 3])})
