@@ -8,39 +8,78 @@ from pathlib import Path
 import torch
 from ignite.engine import Engine, Events
 
+from scripts.case_report import write_cohort_csv
 from scripts.labels import ABBREVIATIONS, MUSCLES
+
+NAMES = [ABBREVIATIONS[m] for m in MUSCLES]
+
+
+def _append_rows(path: Path, rows: list[dict]) -> None:
+    """Append rows to a CSV file, writing the header when the file is new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def _rounded(value: float) -> float | str:
+    """Four decimals; an empty cell for a muscle that could not be scored."""
+    return "" if value != value else round(value, 4)  # NaN != NaN
 
 
 class PerMuscleDiceLogger:
-    """Append one row per validation to ``<output_dir>/dice_per_muscle.csv``.
+    """After each validation, append per-muscle Dice to two CSV files in ``output_dir``.
 
-    Columns: the training epoch, the mean Dice over muscles, each muscle's mean Dice over
-    the validation cases that contain it, and how many cases that mean is based on.
-    MONAI's ``MetricsSaver`` rewrites its files at each run, names classes by index and
-    does not count cases, hence this handler. It reads the per-case, per-muscle Dice that
-    ``MeanDice(save_details=True)`` leaves in ``engine.state.metric_details``.
+    - ``dice_per_muscle.csv``: one row per validation: the training epoch, the key metric
+      (mean Dice), each muscle's mean Dice over the cases that contain it, and how many
+      cases that mean rests on (``n_<muscle>``; partially labelled cases count only for
+      the muscles they annotate);
+    - ``dice_per_case.csv``: one row per validation case: epoch, case id, Dice per muscle
+      (empty where the case does not contain the muscle).
+
+    It reads the per-case, per-muscle Dice that ``MeanDice(save_details=True)`` leaves in
+    ``engine.state.metric_details``. MONAI's ``MetricsSaver`` rewrites its files at each
+    run, names classes by index and does not count cases, hence this handler.
     """
 
-    def __init__(self, output_dir: str, metric_name: str = "val_mean_dice", filename: str = "dice_per_muscle.csv"):
-        self.path = Path(output_dir) / filename
+    def __init__(self, output_dir: str, metric_name: str = "val_mean_dice") -> None:
+        self.output_dir = Path(output_dir)
         self.metric_name = metric_name
+        self.case_ids: list[str] = []
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.case_ids.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.collect_ids)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def collect_ids(self, engine: Engine) -> None:
+        batch = engine.state.batch
+        items = batch if isinstance(batch, list) else [batch]
+        self.case_ids += [str(i) for item in items for i in (item["id"] if isinstance(item["id"], list) else [item["id"]])]
 
     def __call__(self, engine: Engine) -> None:
         details = torch.as_tensor(engine.state.metric_details[self.metric_name]).float().cpu()  # cases × muscles
         present = ~torch.isnan(details)
         counts = present.sum(dim=0)
         means = torch.where(present, details, 0).sum(dim=0) / counts.clamp(min=1)
-        names = [ABBREVIATIONS[m] for m in MUSCLES]
-        row = {"epoch": engine.state.epoch, "mean_dice": round(float(engine.state.metrics[self.metric_name]), 4)}
-        row |= {n: round(float(v), 4) if c else "" for n, v, c in zip(names, means, counts)}
-        row |= {f"n_{n}": int(c) for n, c in zip(names, counts)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists()
-        with self.path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        epoch = engine.state.epoch
+        summary = {"epoch": epoch, "mean_dice": round(float(engine.state.metrics[self.metric_name]), 4)}
+        summary |= {n: _rounded(float(v)) if c else "" for n, v, c in zip(NAMES, means, counts)}
+        summary |= {f"n_{n}": int(c) for n, c in zip(NAMES, counts)}
+        _append_rows(self.output_dir / "dice_per_muscle.csv", [summary])
+        ids = self.case_ids if len(self.case_ids) == len(details) else [str(i) for i in range(len(details))]
+        cases = [{"epoch": epoch, "id": i} | {n: _rounded(float(v)) for n, v in zip(NAMES, row)} for i, row in zip(ids, details)]
+        _append_rows(self.output_dir / "dice_per_case.csv", cases)
+
+
+class CohortMetricsWriter:
+    """At the end of an inference run, write ``<output_dir>/metrics.csv``: one row per case report there."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, lambda _: write_cohort_csv(self.output_dir))

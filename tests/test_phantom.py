@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scripts.labels import LEFT_RIGHT_PAIRS, MUSCLES
-from scripts.phantom import make_phantom, write_phantom
+from scripts.phantom import datalist_entry, make_cohort, make_phantom, write_phantom
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (96, 80, 40)
@@ -109,10 +109,27 @@ def test_command_line_writes_cohort_and_datalist(tmp_path: Path):
     }
 
 
-def test_command_line_rejects_a_single_case(tmp_path: Path):
-    command = [sys.executable, "-m", "scripts.phantom", str(tmp_path / "one"), "--n", "1"]
+def test_command_line_rejects_an_empty_cohort(tmp_path: Path):
+    command = [sys.executable, "-m", "scripts.phantom", str(tmp_path / "none"), "--n", "0"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 2 and "at least 2 cases" in result.stderr
+    assert result.returncode == 2 and "at least 1 case" in result.stderr
+
+
+def test_a_single_case_is_a_testing_only_sample(tmp_path: Path):
+    make_cohort(tmp_path, n=1, shape=SHAPE, spacing=SPACING)
+    datalist = json.loads((tmp_path / "datalist.json").read_text())
+    assert datalist == {"testing": [datalist_entry("sub01", with_label=False)]}
+    assert (tmp_path / "sub01" / "label.nii.gz").is_file()
+
+
+def test_parallel_workers_write_the_same_cohort(tmp_path: Path):
+    make_cohort(tmp_path / "serial", n=2, shape=SHAPE, spacing=SPACING)
+    make_cohort(tmp_path / "parallel", n=2, shape=SHAPE, spacing=SPACING, workers=2)
+    for case in ("sub01", "sub02"):
+        for name in ("water", "label"):
+            serial = nib.load(tmp_path / "serial" / case / f"{name}.nii.gz").get_fdata()
+            parallel = nib.load(tmp_path / "parallel" / case / f"{name}.nii.gz").get_fdata()
+            np.testing.assert_array_equal(serial, parallel)
 
 
 def test_seed_decides_the_phantom():

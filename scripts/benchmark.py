@@ -1,0 +1,184 @@
+"""Time the bundle's own training and inference on phantoms of the published geometry.
+
+    python -m scripts.benchmark [--devices cuda cpu] [--cases 4] [--steps 20] [--json benchmark.json]
+
+Builds the trainer and the inference evaluator from ``configs/train.yaml`` and
+``configs/inference.yaml`` (so what is timed is what users run) and prints one Markdown
+table: training volume-steps per second in whole-volume and patch mode, the projected
+time of the published schedule (200 epochs × 108 augmented volumes), peak GPU memory, and
+inference seconds per scan, for the network alone and end to end (NIfTI on disk to
+segmentation and report on disk). Every row names the device that gave it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
+
+from scripts.phantom import make_cohort
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED_SHAPE = (400, 320, 145)
+PUBLISHED_SPACING = (0.9375, 0.9375, 1.95)
+PUBLISHED_VOLUME_STEPS = 200 * 108  # 200 epochs over 108 augmented volumes (Balerdi et al.)
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def workflow(config: str, device: str, **override) -> ConfigWorkflow:
+    """A bundle workflow on ``device``, with the bundle root as its home."""
+    flow = ConfigWorkflow(
+        config_file=str(REPO / "configs" / config),
+        meta_file=str(REPO / "configs" / "metadata.json"),
+        logging_file=str(REPO / "configs" / "logging.conf"),
+        workflow_type="train" if config == "train.yaml" else "infer",
+        bundle_root=str(REPO),
+        device=f"$torch.device('{device}')",
+        cuda=device == "cuda",  # train.yaml's GPU speed-ups
+        amp=device == "cuda",
+        num_workers=0,
+        **override,
+    )
+    flow.initialize()
+    return flow
+
+
+def timed_steps(engine, warmup: int, steps: int, device: str) -> float:
+    """Seconds per iteration of ``engine`` over ``steps`` iterations after ``warmup`` untimed ones."""
+    marks: dict[str, float] = {}
+
+    def mark(name: str) -> Callable:
+        def handler(_engine) -> None:
+            synchronize(device)
+            marks[name] = time.perf_counter()
+
+        return handler
+
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=warmup), mark("start"))
+    engine.add_event_handler(Events.ITERATION_COMPLETED(once=warmup + steps), mark("end"))
+    engine.state.max_epochs = -(-(warmup + steps) // len(engine.data_loader))
+    engine.run()
+    return (marks["end"] - marks["start"]) / steps
+
+
+def train_rows(
+    data: Path, work: Path, device: str, steps: int, patch: list[int], patch_batch: int, spacing: list[float]
+) -> list[dict]:
+    """Training volume-steps per second, projected schedule time and peak memory, whole volumes and patches."""
+    rows = []
+    for mode, roi_size, batch in (("whole volume", None, 1), (f"patch {patch}, batch {patch_batch}", patch, patch_batch)):
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        flow = workflow(
+            "train.yaml",
+            device,
+            dataset_dir=str(data),
+            output_dir=str(work / "train"),
+            ckpt_dir=str(work / "train" / "models"),
+            roi_size=roi_size,
+            batch_size=batch,
+            val_interval=10**6,
+            spacing=list(spacing),
+        )
+        trainer = flow.parser.get_parsed_content("train#trainer")
+        seconds = timed_steps(trainer, warmup=2, steps=steps, device=device)
+        rate = batch / seconds
+        rows.append(row(device, f"training, {mode}", rate, "volume-steps/s"))
+        rows.append(row(device, f"published schedule projected, {mode}", PUBLISHED_VOLUME_STEPS / rate / 60, "min"))
+        if device == "cuda":
+            rows.append(row(device, f"peak GPU memory, training {mode}", torch.cuda.max_memory_allocated() / 2**30, "GiB"))
+    return rows
+
+
+def inference_rows(data: Path, work: Path, device: str, repeats: int, spacing: list[float]) -> list[dict]:
+    """Seconds per scan: the network's sliding window alone, and the whole inference run from disk to disk."""
+    args = {"dataset_dir": str(data), "output_dir": str(work / "infer"), "spacing": list(spacing)}
+    torch.save(workflow("inference.yaml", device, **args).parser.get_parsed_content("network").state_dict(), work / "model.pt")
+    flow = workflow("inference.yaml", device, ckpt_path=str(work / "model.pt"), **args)
+    network, inferer = flow.parser.get_parsed_content("network"), flow.parser.get_parsed_content("inferer")
+    image = flow.parser.get_parsed_content("dataset")[0]["image"][None].to(device)
+    network.eval()
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+        inferer(image, network)  # warm-up
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            inferer(image, network)
+        synchronize(device)
+    network_seconds = (time.perf_counter() - start) / repeats
+
+    evaluator = flow.parser.get_parsed_content("evaluator")
+    cases = len(flow.parser.get_parsed_content("dataset"))
+    evaluator.run()  # warm-up: first case loads, cudnn picks its algorithms
+    synchronize(device)
+    start = time.perf_counter()
+    evaluator.run()
+    synchronize(device)
+    end_to_end = (time.perf_counter() - start) / cases
+    return [
+        row(device, "inference, network alone (sliding window)", network_seconds, "s/scan"),
+        row(device, "inference, end to end (NIfTI to segmentation and report)", end_to_end, "s/scan"),
+    ]
+
+
+def row(device: str, what: str, value: float, unit: str) -> dict:
+    return {"device": device_name(device), "what": what, "value": round(float(value), 3), "unit": unit}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| device | what | value | unit |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['device']} | {r['what']} | {r['value']} | {r['unit']} |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_devices = ["cuda", "cpu"] if torch.cuda.is_available() else ["cpu"]
+    parser.add_argument("--devices", nargs="+", default=default_devices, choices=["cuda", "cpu"])
+    parser.add_argument("--cases", type=int, default=4, help="phantoms to make (a third are validation/testing)")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per mode on the GPU")
+    parser.add_argument("--cpu-steps", type=int, default=2, help="timed training steps per mode on the CPU")
+    parser.add_argument("--patch", type=int, nargs=3, default=[160, 160, 96])
+    parser.add_argument("--patch-batch", type=int, default=2)
+    parser.add_argument("--shape", type=int, nargs=3, default=PUBLISHED_SHAPE, help="phantom grid (default: published)")
+    parser.add_argument("--spacing", type=float, nargs=3, default=PUBLISHED_SPACING, help="voxel size, mm")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="processes making phantoms")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep phantoms and outputs here (default: temporary)")
+    parser.add_argument("--json", type=Path, default=Path("benchmark.json"))
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
+        data = work / "phantoms"
+        if not (data / "datalist.json").is_file():
+            make_cohort(data, n=args.cases, shape=args.shape, spacing=args.spacing, workers=args.workers)
+        rows = []
+        for device in args.devices:
+            steps = args.steps if device == "cuda" else args.cpu_steps
+            rows += train_rows(data, work, device, steps, args.patch, args.patch_batch, args.spacing)
+            rows += inference_rows(data, work, device, 3 if device == "cuda" else 1, args.spacing)
+    table = markdown(rows)
+    print(table)
+    args.json.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

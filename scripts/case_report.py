@@ -1,0 +1,142 @@
+"""Measure segmented cases and write their reports: inference's report step and a command for existing labels.
+
+Per case, in ``<output_dir>/<id>/``: ``<id>_metrics.json`` (``muscle_metrics.muscle_report``),
+``<id>_slices.csv`` (per axial slice, per muscle) and ``<id>_qc.png``; for the cohort,
+``<output_dir>/metrics.csv`` with one row per case. All in the input image's own space.
+
+Report existing segmentations (manual ones, say) listed with ``label`` in a datalist:
+
+    python -m scripts.case_report --dataset_dir D --output_dir O [--datalist D/datalist.json] [--noise_floor 0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.transforms import Compose, LoadImaged, MapTransform
+from tqdm import tqdm
+
+from scripts.atomic import write_atomically
+from scripts.datalist import IMAGE_KEYS, load_datalist
+from scripts.muscle_metrics import DEFAULT_NOISE_FLOOR, cohort_row, fat_fraction_map, muscle_report, slice_rows
+from scripts.qc_figure import save_qc_png
+from scripts.transforms import MapLabelsd, MatchCaseGeometryd
+
+METRICS_CSV = "metrics.csv"
+DIXON_KEYS = ("water", "fat", "inphase", "outphase")
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(path, write)
+
+
+def write_case_report(
+    output_dir: str | Path,
+    case_id: str,
+    label: np.ndarray,
+    affine: np.ndarray,
+    images: Mapping[str, np.ndarray | None],
+    noise_floor: float = DEFAULT_NOISE_FLOOR,
+) -> dict:
+    """Measure ``label`` (3-D, this bundle's label values) on its grid and write the case's three files.
+
+    ``images`` may hold ``water``, ``fat``, ``inphase``, ``outphase`` on the label's grid:
+    the fat fraction comes from water and fat, else from in-phase and opposed-phase, else it
+    is null with a note. The QC picture shows the in-phase image (water + fat without it).
+    """
+    case_dir = Path(output_dir) / case_id
+    fat_fraction, note = fat_fraction_map(**{k: images.get(k) for k in DIXON_KEYS}, noise_floor=noise_floor)
+    report = {"id": case_id, "noise_floor": noise_floor} | muscle_report(label, affine, fat_fraction, note)
+    write_atomically(case_dir / f"{case_id}_metrics.json", lambda p: p.write_text(json.dumps(report, indent=1)))
+    _write_csv(case_dir / f"{case_id}_slices.csv", slice_rows(label, affine, fat_fraction))
+    inphase = images.get("inphase")
+    if inphase is None and images.get("water") is not None and images.get("fat") is not None:
+        inphase = images["water"] + images["fat"]
+    if inphase is None:
+        inphase = np.zeros(label.shape, np.float32)
+    save_qc_png(case_dir / f"{case_id}_qc.png", inphase, label, affine, report)
+    return report
+
+
+def write_cohort_csv(output_dir: str | Path) -> Path:
+    """``<output_dir>/metrics.csv``: one row per case report found in ``<output_dir>/<id>/<id>_metrics.json``."""
+    output_dir = Path(output_dir)
+    reports = sorted(output_dir.glob("*/*_metrics.json"))
+    rows = [cohort_row(r.parent.name, json.loads(r.read_text())) for r in reports if r.name == f"{r.parent.name}_metrics.json"]
+    path = output_dir / METRICS_CSV
+    _write_csv(path, rows)
+    return path
+
+
+def _array(value: Any) -> np.ndarray | None:
+    """A channel-first (1, X, Y, Z) image of the case as a 3-D numpy array."""
+    return None if value is None else np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)[0]
+
+
+class CaseReportd(MapTransform):
+    """Inference's report step: measure the segmentation ``key`` (on the input's own grid) and write the case report.
+
+    Reads the case's ``id`` and its Dixon images as loaded (``water``, ``fat``, ``inphase``,
+    ``outphase``, where present); the data are not changed.
+    """
+
+    def __init__(self, keys: str, output_dir: str, noise_floor: float = DEFAULT_NOISE_FLOOR) -> None:
+        super().__init__(keys)
+        self.output_dir = output_dir
+        self.noise_floor = noise_floor
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            seg = d[key]
+            label = _array(seg).astype(np.uint8)
+            images = {k: _array(d.get(k)) for k in DIXON_KEYS}
+            write_case_report(self.output_dir, str(d["id"]), label, seg.affine.cpu().numpy(), images, self.noise_floor)
+        return d
+
+
+def report_existing(datalist: Path, dataset_dir: Path, output_dir: Path, noise_floor: float) -> Path:
+    """Report every entry with a ``label`` in any section of the datalist; returns the cohort CSV."""
+    sections = [s for s in ("training", "validation", "testing") if s in json.loads(datalist.read_text())]
+    entries = {e["id"]: e for s in sections for e in load_datalist(datalist, s, dataset_dir) if "label" in e}
+    keys = [k for k in IMAGE_KEYS if k != "image"] + ["inphase"]
+    load = Compose(
+        [
+            LoadImaged(keys, ensure_channel_first=True, image_only=True, allow_missing_keys=True),
+            MatchCaseGeometryd(["label", *DIXON_KEYS]),
+            MapLabelsd(),
+        ]
+    )
+    for case_id, entry in tqdm(sorted(entries.items()), desc="reports", unit="case"):
+        entry = {("inphase" if k == "image" else k): v for k, v in entry.items()}
+        case = load(entry)
+        images = {k: _array(case.get(k)) for k in DIXON_KEYS}
+        write_case_report(output_dir, case_id, _array(case["label"]), case["label"].affine.numpy(), images, noise_floor)
+    return write_cohort_csv(output_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m scripts.case_report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset_dir", type=Path, required=True)
+    parser.add_argument("--output_dir", type=Path, required=True)
+    parser.add_argument("--datalist", type=Path, default=None, help="default: <dataset_dir>/datalist.json")
+    parser.add_argument("--noise_floor", type=float, default=DEFAULT_NOISE_FLOOR, help="share of the 99th percentile of W+F")
+    args = parser.parse_args(argv)
+    path = report_existing(args.datalist or args.dataset_dir / "datalist.json", args.dataset_dir, args.output_dir, args.noise_floor)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
