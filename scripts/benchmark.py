@@ -112,9 +112,10 @@ def inference_rows(data: Path, work: Path, device: str, repeats: int, spacing: l
     """Seconds per scan: the network's sliding window alone, and the whole inference run from disk to disk."""
     args = {"dataset_dir": str(data), "output_dir": str(work / "infer"), "spacing": list(spacing)}
     torch.save(workflow("inference.yaml", device, **args).parser.get_parsed_content("network").state_dict(), work / "model.pt")
-    flow = workflow("inference.yaml", device, ckpt_path=str(work / "model.pt"), **args)
+    flow = workflow("inference.yaml", device, ckpt_path=str(work / "model.pt"), overwrite=True, **args)
     network, inferer = flow.parser.get_parsed_content("network"), flow.parser.get_parsed_content("inferer")
-    image = flow.parser.get_parsed_content("dataset")[0]["image"][None].to(device)
+    dataset = flow.parser.get_parsed_content("dataset")
+    image = dataset.transform(dataset.data[0])["image"][None].to(device)
     network.eval()
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
         inferer(image, network)  # warm-up
@@ -126,7 +127,7 @@ def inference_rows(data: Path, work: Path, device: str, repeats: int, spacing: l
     network_seconds = (time.perf_counter() - start) / repeats
 
     evaluator = flow.parser.get_parsed_content("evaluator")
-    cases = len(flow.parser.get_parsed_content("dataset"))
+    cases = len(dataset.data)
     evaluator.run()  # warm-up: first case loads, cudnn picks its algorithms
     synchronize(device)
     start = time.perf_counter()

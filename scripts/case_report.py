@@ -14,20 +14,30 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.transforms import Compose, LoadImaged, MapTransform
+from monai.transforms import Compose, MapTransform
 from tqdm import tqdm
 
 from scripts.atomic import write_atomically
 from scripts.datalist import IMAGE_KEYS, load_datalist
-from scripts.muscle_metrics import DEFAULT_NOISE_FLOOR, cohort_row, fat_fraction_map, muscle_report, slice_rows
+from scripts.image_checks import CheckedLoadImaged
+from scripts.muscle_metrics import (
+    DEFAULT_NOISE_FLOOR,
+    cohort_row,
+    fat_fraction_map,
+    fat_water_swap_check,
+    muscle_report,
+    slice_rows,
+)
 from scripts.qc_figure import save_qc_png
 from scripts.transforms import MapLabelsd, MatchCaseGeometryd
 
+logger = logging.getLogger(__name__)
 METRICS_CSV = "metrics.csv"
 DIXON_KEYS = ("water", "fat", "inphase", "outphase")
 
@@ -59,6 +69,19 @@ def write_case_report(
     case_dir = Path(output_dir) / case_id
     fat_fraction, note = fat_fraction_map(**{k: images.get(k) for k in DIXON_KEYS}, noise_floor=noise_floor)
     report = {"id": case_id, "noise_floor": noise_floor} | muscle_report(label, affine, fat_fraction, note)
+    water, fat = images.get("water"), images.get("fat")
+    if fat_fraction is not None and water is not None and fat is not None:
+        report |= fat_water_swap_check(water, fat, fat_fraction)
+        if report["fat_water_swap_suspected"]:
+            logger.warning(
+                "%s: fat and water look swapped (median fat fraction of the brightest tissue %.1f %%, expected about "
+                "90 %% for subcutaneous fat); its fat fractions are flagged in %s_metrics.json",
+                case_id,
+                report["bright_tissue_fat_fraction_percent"],
+                case_id,
+            )
+    else:
+        report |= {"bright_tissue_fat_fraction_percent": None, "fat_water_swap_suspected": None}
     write_atomically(case_dir / f"{case_id}_metrics.json", lambda p: p.write_text(json.dumps(report, indent=1)))
     _write_csv(case_dir / f"{case_id}_slices.csv", slice_rows(label, affine, fat_fraction))
     inphase = images.get("inphase")
@@ -114,7 +137,7 @@ def report_existing(datalist: Path, dataset_dir: Path, output_dir: Path, noise_f
     keys = [k for k in IMAGE_KEYS if k != "image"] + ["inphase"]
     load = Compose(
         [
-            LoadImaged(keys, ensure_channel_first=True, image_only=True, allow_missing_keys=True),
+            CheckedLoadImaged(keys, allow_missing_keys=True),
             MatchCaseGeometryd(["label", *DIXON_KEYS]),
             MapLabelsd(),
         ]

@@ -1,5 +1,8 @@
 """Read a decathlon-style ``datalist.json`` and check every entry before any work starts.
 
+Checked up front: the JSON, the section, each entry's keys, that every file exists, and
+that a folder given as an image holds exactly one DICOM series.
+
 MONAI's ``load_decathlon_datalist`` joins only ``image`` and ``label`` to the base folder;
 this bundle's entries also carry ``water``, ``fat`` and ``outphase`` paths, and a user
 should see every broken entry at once rather than one crash per run.
@@ -10,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+
+from scripts.image_checks import dicom_folder_problem
 
 # Keys whose values are paths relative to the dataset folder.
 IMAGE_KEYS: tuple[str, ...] = ("image", "outphase", "water", "fat", "label")
@@ -46,8 +51,13 @@ def _entry_problems(entry: Any, index: int, section: str, need_label: bool) -> l
     if need_label and "label" not in entry:
         problems.append(f"{where}: no 'label' (required in '{section}')")
     for key in IMAGE_KEYS:
-        if key in entry and not Path(entry[key]).exists():
-            problems.append(f"{where}: {key} file not found: {entry[key]}")
+        if key not in entry:
+            continue
+        path = Path(entry[key])
+        if not path.exists():
+            problems.append(f"{where}: {key} file not found: {path}")
+        elif path.is_dir() and (problem := dicom_folder_problem(path)):
+            problems.append(f"{where}: {key}: {problem}")
     return problems
 
 

@@ -291,4 +291,24 @@ def cohort_row(case_id: str, report: dict) -> dict:
         row |= {f"{name}_{key}": value for key, value in entry.items() if key not in ("label", "name")}
     for pair, metrics in report["asymmetry"].items():
         row |= {f"asym_{pair}_{metric}": value for metric, value in metrics.items()}
+    row["fat_water_swap_suspected"] = report.get("fat_water_swap_suspected")
     return row
+
+
+BRIGHT_TISSUE_PERCENTILE = 90.0  # the brightest tenth of the body in W + F: mostly subcutaneous fat
+SWAP_THRESHOLD_PERCENT = 50.0
+
+
+def fat_water_swap_check(water: np.ndarray, fat: np.ndarray, fat_fraction: np.ndarray) -> dict:
+    """Does the fat image look like water? (a fat/water swap of the Dixon reconstruction or of the file names)
+
+    The brightest tenth of the body's W + F voxels (above the noise floor) is mostly
+    subcutaneous fat, whose fat fraction is about 90 %; its median fat fraction below 50 %
+    means water and fat are very likely swapped. Returns the median (percent) and the flag.
+    Not meaningful for in-phase/opposed-phase input, whose fat fraction cannot exceed 50 %.
+    """
+    signal = np.asarray(water, np.float64) + np.asarray(fat, np.float64)
+    body = ~np.isnan(fat_fraction)
+    bright = body & (signal >= np.percentile(signal[body], BRIGHT_TISSUE_PERCENTILE))
+    median = 100.0 * float(np.median(fat_fraction[bright]))
+    return {"bright_tissue_fat_fraction_percent": _rounded(median), "fat_water_swap_suspected": median < SWAP_THRESHOLD_PERCENT}

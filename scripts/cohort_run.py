@@ -1,0 +1,129 @@
+"""Segment a cohort so that one bad case, an interrupted run or a second run loses nothing.
+
+- ``cases_to_run``: the cases whose outputs are not complete yet; a folder holding the
+  outputs of a different run (other weights or settings) is refused unless ``overwrite``;
+- ``FaultTolerantCases``: yields each preprocessed case; a case that cannot be read or
+  checked is recorded as a failure instead of stopping the cohort;
+- ``FailureReport``: writes ``<output_dir>/failures.csv`` at the end and fails the run
+  (non-zero exit) when any case failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from ignite.engine import Engine, Events
+from torch.utils.data import IterableDataset, get_worker_info
+
+from scripts.atomic import write_atomically
+
+logger = logging.getLogger(__name__)
+OUTPUT_SUFFIXES = ("_seg.nii.gz", "_metrics.json", "_slices.csv", "_qc.png")
+RUN_FILE = "run.json"
+FAILURES_DIR = ".failures"
+
+
+def case_outputs(output_dir: Path, case_id: str) -> list[Path]:
+    return [output_dir / case_id / f"{case_id}{suffix}" for suffix in OUTPUT_SUFFIXES]
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cases_to_run(entries: Sequence[dict], output_dir: str | Path, settings: dict, overwrite: bool = False) -> list[dict]:
+    """The entries still to segment into ``output_dir`` by a run with ``settings``.
+
+    ``settings`` (weights file and inference settings) are recorded in ``<output_dir>/run.json``
+    with the weights' sha256. If the folder holds outputs of a run with other settings, it is
+    refused, unless ``overwrite``, which also redoes every case. Otherwise cases whose four
+    outputs all exist (each is written whole or not at all) are skipped.
+    """
+    output_dir = Path(output_dir)
+    run = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    run["checkpoint_sha256"] = file_sha256(settings["checkpoint"])
+    previous_path = output_dir / RUN_FILE
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
+    if previous is not None and previous != run and not overwrite:
+        changed = sorted(k for k in run.keys() | previous.keys() if run.get(k) != previous.get(k))
+        raise ValueError(
+            f"{output_dir} holds the outputs of a different run (differs in: {', '.join(changed)}). "
+            "Choose another --output_dir, or pass --overwrite true to replace them."
+        )
+    write_atomically(previous_path, lambda p: p.write_text(json.dumps(run, indent=1)))
+    if overwrite:
+        return list(entries)
+    todo = [e for e in entries if not all(p.is_file() for p in case_outputs(output_dir, str(e["id"])))]
+    if len(todo) < len(entries):
+        logger.info("%d of %d cases already done in %s: skipped", len(entries) - len(todo), len(entries), output_dir)
+    return todo
+
+
+class FaultTolerantCases(IterableDataset):
+    """The cases of ``data`` after ``transform``, skipping (and recording) each case that fails.
+
+    A case whose files cannot be read or fail the input checks is logged and written to
+    ``<output_dir>/.failures/<id>.txt`` (from any loader worker), and the cohort goes on.
+    MONAI's datasets stop the whole run at the first bad case, hence this dataset. With
+    several loader workers, each takes every n-th case.
+    """
+
+    def __init__(self, data: Sequence[dict], transform: Callable, output_dir: str | Path) -> None:
+        self.data = list(data)
+        self.transform = transform
+        self.failures = Path(output_dir) / FAILURES_DIR
+
+    def __iter__(self) -> Iterator[dict]:
+        worker = get_worker_info()
+        start, step = (worker.id, worker.num_workers) if worker else (0, 1)
+        for entry in self.data[start::step]:
+            try:
+                yield self.transform(entry)
+            except Exception as error:  # a bad case must not stop the cohort
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                cause = error.__cause__ or error
+                reason = f"{reason} ({cause})" if cause is not error and str(cause) not in reason else reason
+                logger.error("case %s failed: %s", entry.get("id"), reason)
+                self.failures.mkdir(parents=True, exist_ok=True)
+                (self.failures / f"{entry.get('id')}.txt").write_text(reason)
+
+
+class FailureReport:
+    """Clear old failure records when inference starts; at its end write ``failures.csv`` (id, reason) and
+    raise if any case failed, so the command exits non-zero after the other cases are done."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = Path(output_dir)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.clear)
+        engine.add_event_handler(Events.COMPLETED, self.report)
+
+    def clear(self, _: Engine) -> None:
+        for record in (self.output_dir / FAILURES_DIR).glob("*.txt"):
+            record.unlink()
+        (self.output_dir / "failures.csv").unlink(missing_ok=True)
+
+    def report(self, _: Engine) -> None:
+        records = sorted((self.output_dir / FAILURES_DIR).glob("*.txt"))
+        if not records:
+            return
+        path = self.output_dir / "failures.csv"
+
+        def write(temporary: Path) -> None:
+            with temporary.open("w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["id", "reason"])
+                writer.writerows([r.stem, r.read_text()] for r in records)
+
+        write_atomically(path, write)
+        raise RuntimeError(f"{len(records)} case(s) failed ({', '.join(r.stem for r in records)}); reasons in {path}")

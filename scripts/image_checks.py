@@ -1,0 +1,85 @@
+"""Checks that stop a bad input image with one clear message naming the file, before it can produce garbage."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImaged
+
+ORTHONORMAL_TOL = 1e-3
+
+
+def dicom_folder_problem(folder: str | Path) -> str | None:
+    """Why a folder given as an image is not one DICOM series, or None when it is one."""
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        return f"{folder} is a folder but holds no DICOM series"
+    if len(series) > 1:
+        described = []
+        for uid in series:
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(files[0])
+            reader.ReadImageInformation()
+            name = reader.GetMetaData("0008|103e").strip() if reader.HasMetaDataKey("0008|103e") else "no description"
+            described.append(f"{uid} ({name}, {len(files)} files)")
+        return (
+            f"{folder} holds {len(series)} DICOM series: " + "; ".join(described) + ". "
+            "Move the series you mean into a folder of its own and give that folder."
+        )
+    return None
+
+
+def image_problem(img: MetaTensor) -> str | None:
+    """What makes a loaded channel-first image unusable, or None: not one 3-D volume, not finite, empty, or
+    a voxel-to-world matrix whose axes are not orthonormal (a sheared or broken header)."""
+    spatial = tuple(img.shape[1:])
+    if img.ndim != 4 or img.shape[0] != 1:
+        shape = spatial if img.shape[0] == 1 else (*spatial, img.shape[0])
+        return f"has shape {shape} ({len(shape)}-D); expected one 3-D volume (X, Y, Z)"
+    data = img.as_tensor()
+    if not torch.isfinite(data).all():
+        return f"contains {int((~torch.isfinite(data)).sum())} NaN or infinite voxels"
+    if not data.any():
+        return "is all zero"
+    linear = img.affine.numpy()[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    if (spacing <= 0).any():
+        return f"has a voxel size of zero in its header (affine {linear.tolist()})"
+    direction = linear / spacing
+    deviation = float(np.abs(direction.T @ direction - np.eye(3)).max())
+    if deviation > ORTHONORMAL_TOL:
+        return f"has a direction matrix whose axes are not orthonormal (off by {deviation:.3g}): a sheared or broken header"
+    return None
+
+
+class CheckedLoadImaged(LoadImaged):
+    """MONAI's ``LoadImaged``, stopping on an unreadable or unusable image with an error naming the file.
+
+    ``LoadImaged`` lets a truncated ``.nii.gz`` fail with a bare ``EOFError`` and loads 2-D,
+    4-D, NaN-filled, all-zero or sheared images without complaint; each of these would
+    otherwise surface later as an unrelated error or a wrong segmentation. Loaded images
+    come out channel first, as with ``ensure_channel_first=True``.
+    """
+
+    def __init__(self, keys: Any, **kwargs: Any) -> None:
+        super().__init__(keys, **{"ensure_channel_first": True, "image_only": True, **kwargs})
+
+    def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = d[key]
+            try:
+                d[key] = self._loader(path, reader)
+            except Exception as error:  # any reader failure: name the file, keep the reader's words
+                raise ValueError(f"{key} {path}: cannot be read as an image ({type(error).__name__}: {error})") from error
+            problem = image_problem(d[key])
+            if problem:
+                raise ValueError(f"{key} {path} {problem}")
+        return d
