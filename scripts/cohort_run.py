@@ -21,6 +21,7 @@ from ignite.engine import Engine, Events
 from torch.utils.data import IterableDataset, get_worker_info
 
 from scripts.atomic import write_atomically
+from scripts.distributed import barrier, is_main_process
 
 logger = logging.getLogger(__name__)
 OUTPUT_SUFFIXES = ("_seg.nii.gz", "_metrics.json", "_slices.csv", "_qc.png")
@@ -99,7 +100,8 @@ class FaultTolerantCases(IterableDataset):
 
 class FailureReport:
     """Clear old failure records when inference starts; at its end write ``failures.csv`` (id, reason) and
-    raise if any case failed, so the command exits non-zero after the other cases are done."""
+    raise if any case failed, so the command exits non-zero after the other cases are done. With several ranks,
+    rank 0 clears and writes, and every rank raises."""
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = Path(output_dir)
@@ -109,15 +111,20 @@ class FailureReport:
         engine.add_event_handler(Events.COMPLETED, self.report)
 
     def clear(self, _: Engine) -> None:
-        for record in (self.output_dir / FAILURES_DIR).glob("*.txt"):
-            record.unlink()
-        (self.output_dir / "failures.csv").unlink(missing_ok=True)
+        if is_main_process():
+            for record in (self.output_dir / FAILURES_DIR).glob("*.txt"):
+                record.unlink()
+            (self.output_dir / "failures.csv").unlink(missing_ok=True)
+        barrier()  # no rank records a failure before the old ones are gone
 
     def report(self, _: Engine) -> None:
+        barrier()  # every rank's failures are recorded
         records = sorted((self.output_dir / FAILURES_DIR).glob("*.txt"))
         if not records:
             return
         path = self.output_dir / "failures.csv"
+        if not is_main_process():
+            raise RuntimeError(f"{len(records)} case(s) failed; reasons in {path}")
 
         def write(temporary: Path) -> None:
             with temporary.open("w", newline="") as f:

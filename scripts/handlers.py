@@ -9,6 +9,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from scripts.case_report import write_cohort_csv
+from scripts.distributed import barrier, gather_lists, is_main_process
 from scripts.labels import ABBREVIATIONS, MUSCLES
 
 NAMES = [ABBREVIATIONS[m] for m in MUSCLES]
@@ -61,6 +62,10 @@ class PerMuscleDiceLogger:
         self.case_ids += [str(i) for item in items for i in (item["id"] if isinstance(item["id"], list) else [item["id"]])]
 
     def __call__(self, engine: Engine) -> None:
+        # All ranks take part in gathering the case ids (metric details are already gathered); rank 0 writes.
+        case_ids = gather_lists(self.case_ids)
+        if not is_main_process():
+            return
         details = torch.as_tensor(engine.state.metric_details[self.metric_name]).float().cpu()  # cases × muscles
         present = ~torch.isnan(details)
         counts = present.sum(dim=0)
@@ -70,16 +75,24 @@ class PerMuscleDiceLogger:
         summary |= {n: _rounded(float(v)) if c else "" for n, v, c in zip(NAMES, means, counts)}
         summary |= {f"n_{n}": int(c) for n, c in zip(NAMES, counts)}
         _append_rows(self.output_dir / "dice_per_muscle.csv", [summary])
-        ids = self.case_ids if len(self.case_ids) == len(details) else [str(i) for i in range(len(details))]
+        ids = case_ids if len(case_ids) == len(details) else [str(i) for i in range(len(details))]
         cases = [{"epoch": epoch, "id": i} | {n: _rounded(float(v)) for n, v in zip(NAMES, row)} for i, row in zip(ids, details)]
         _append_rows(self.output_dir / "dice_per_case.csv", cases)
 
 
 class CohortMetricsWriter:
-    """At the end of an inference run, write ``<output_dir>/metrics.csv``: one row per case report there."""
+    """At the end of an inference run, write ``<output_dir>/metrics.csv``: one row per case report there.
+
+    With several ranks, rank 0 writes once every rank has finished its cases.
+    """
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.COMPLETED, lambda _: write_cohort_csv(self.output_dir))
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, _: Engine) -> None:
+        barrier()
+        if is_main_process():
+            write_cohort_csv(self.output_dir)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch.utils.data import WeightedRandomSampler
+from monai.data import DistributedSampler, DistributedWeightedRandomSampler
+from torch.utils.data import Sampler, WeightedRandomSampler
 
 
 def is_partial(entry: dict) -> bool:
@@ -12,19 +13,26 @@ def is_partial(entry: dict) -> bool:
     return entry.get("annotated") is not None
 
 
-def mixed_sampler(entries: Sequence[dict], partial_fraction: float | None) -> WeightedRandomSampler | None:
+def mixed_sampler(
+    entries: Sequence[dict], partial_fraction: float | None, distributed: bool = False
+) -> Sampler | None:
     """A sampler drawing ``partial_fraction`` of each epoch's steps from partially labelled entries.
 
-    ``None`` (or a datalist with only one kind of entry) returns ``None``: plain shuffling,
-    each case once per epoch. Otherwise cases are drawn with replacement, as many per epoch
-    as there are entries, partially labelled ones with total probability ``partial_fraction``.
+    ``None`` (or a datalist with only one kind of entry) means plain shuffling, each case
+    once per epoch: no sampler in one process (the loader shuffles), MONAI's
+    ``DistributedSampler`` with ``distributed`` (each rank a disjoint shard, reshuffled every
+    epoch). Otherwise cases are drawn with replacement, as many per epoch as there are
+    entries, partially labelled ones with total probability ``partial_fraction``
+    (``DistributedWeightedRandomSampler`` across ranks).
     """
     partial = [is_partial(e) for e in entries]
     n_partial = sum(partial)
     if partial_fraction is None or n_partial in (0, len(entries)):
-        return None
+        return DistributedSampler(entries, shuffle=True) if distributed else None
     if not 0 < partial_fraction < 1:
         raise ValueError(f"partial_fraction must be between 0 and 1, got {partial_fraction}")
     n_full = len(entries) - n_partial
     weights = [partial_fraction / n_partial if p else (1 - partial_fraction) / n_full for p in partial]
+    if distributed:
+        return DistributedWeightedRandomSampler(entries, weights=weights)
     return WeightedRandomSampler(weights, num_samples=len(entries), replacement=True)
