@@ -84,7 +84,10 @@ def train_rows(
 ) -> list[dict]:
     """Training volume-steps per second, projected schedule time and peak memory, whole volumes and patches."""
     rows = []
-    for mode, roi_size, batch in (("whole volume", None, 1), (f"patch {patch}, batch {patch_batch}", patch, patch_batch)):
+    for mode, roi_size, batch in (
+        ("whole volume", None, 1),
+        (f"patch {patch}, batch {patch_batch}", patch, patch_batch),
+    ):
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         flow = workflow(
@@ -104,14 +107,18 @@ def train_rows(
         rows.append(row(device, f"training, {mode}", rate, "volume-steps/s"))
         rows.append(row(device, f"published schedule projected, {mode}", PUBLISHED_VOLUME_STEPS / rate / 60, "min"))
         if device == "cuda":
-            rows.append(row(device, f"peak GPU memory, training {mode}", torch.cuda.max_memory_allocated() / 2**30, "GiB"))
+            rows.append(
+                row(device, f"peak GPU memory, training {mode}", torch.cuda.max_memory_allocated() / 2**30, "GiB")
+            )
     return rows
 
 
 def inference_rows(data: Path, work: Path, device: str, repeats: int, spacing: list[float]) -> list[dict]:
     """Seconds per scan: the network's sliding window alone, and the whole inference run from disk to disk."""
     args = {"dataset_dir": str(data), "output_dir": str(work / "infer"), "spacing": list(spacing)}
-    torch.save(workflow("inference.yaml", device, **args).parser.get_parsed_content("network").state_dict(), work / "model.pt")
+    torch.save(
+        workflow("inference.yaml", device, **args).parser.get_parsed_content("network").state_dict(), work / "model.pt"
+    )
     flow = workflow("inference.yaml", device, ckpt_path=str(work / "model.pt"), overwrite=True, **args)
     network, inferer = flow.parser.get_parsed_content("network"), flow.parser.get_parsed_content("inferer")
     dataset = flow.parser.get_parsed_content("dataset")
@@ -162,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=PUBLISHED_SHAPE, help="phantom grid (default: published)")
     parser.add_argument("--spacing", type=float, nargs=3, default=PUBLISHED_SPACING, help="voxel size, mm")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="processes making phantoms")
-    parser.add_argument("--workdir", type=Path, default=None, help="keep phantoms and outputs here (default: temporary)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep phantoms and outputs here (default: temporary)"
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"))
     args = parser.parse_args(argv)
 

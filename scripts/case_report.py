@@ -97,7 +97,11 @@ def write_cohort_csv(output_dir: str | Path) -> Path:
     """``<output_dir>/metrics.csv``: one row per case report found in ``<output_dir>/<id>/<id>_metrics.json``."""
     output_dir = Path(output_dir)
     reports = sorted(output_dir.glob("*/*_metrics.json"))
-    rows = [cohort_row(r.parent.name, json.loads(r.read_text())) for r in reports if r.name == f"{r.parent.name}_metrics.json"]
+    rows = [
+        cohort_row(r.parent.name, json.loads(r.read_text()))
+        for r in reports
+        if r.name == f"{r.parent.name}_metrics.json"
+    ]
     path = output_dir / METRICS_CSV
     _write_csv(path, rows)
     return path
@@ -155,9 +159,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset_dir", type=Path, required=True)
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument("--datalist", type=Path, default=None, help="default: <dataset_dir>/datalist.json")
-    parser.add_argument("--noise_floor", type=float, default=DEFAULT_NOISE_FLOOR, help="share of the 99th percentile of W+F")
+    parser.add_argument(
+        "--noise_floor", type=float, default=DEFAULT_NOISE_FLOOR, help="share of the 99th percentile of W+F"
+    )
     args = parser.parse_args(argv)
-    path = report_existing(args.datalist or args.dataset_dir / "datalist.json", args.dataset_dir, args.output_dir, args.noise_floor)
+    path = report_existing(
+        args.datalist or args.dataset_dir / "datalist.json", args.dataset_dir, args.output_dir, args.noise_floor
+    )
     print(f"wrote {path}")
 
 

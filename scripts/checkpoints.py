@@ -17,7 +17,9 @@ LAST_CHECKPOINT = re.compile(r"last_checkpoint_epoch=(\d+)\.pt$")
 def latest_checkpoint(output_dir: str | Path) -> Path:
     """The newest last-epoch checkpoint in ``output_dir`` that loads; a file cut off by a kill is passed over."""
     found = sorted(
-        (int(m.group(1)), path) for path in Path(output_dir).glob("last_checkpoint_epoch=*.pt") if (m := LAST_CHECKPOINT.search(path.name))
+        (int(m.group(1)), path)
+        for path in Path(output_dir).glob("last_checkpoint_epoch=*.pt")
+        if (m := LAST_CHECKPOINT.search(path.name))
     )
     for epoch, path in reversed(found):
         try:

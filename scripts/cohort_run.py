@@ -41,7 +41,9 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def cases_to_run(entries: Sequence[dict], output_dir: str | Path, settings: dict, overwrite: bool = False) -> list[dict]:
+def cases_to_run(
+    entries: Sequence[dict], output_dir: str | Path, settings: dict, overwrite: bool = False
+) -> list[dict]:
     """The entries still to segment into ``output_dir`` by a run with ``settings``.
 
     ``settings`` (weights file and inference settings) are recorded in ``<output_dir>/run.json``

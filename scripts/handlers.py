@@ -59,7 +59,9 @@ class PerMuscleDiceLogger:
     def collect_ids(self, engine: Engine) -> None:
         batch = engine.state.batch
         items = batch if isinstance(batch, list) else [batch]
-        self.case_ids += [str(i) for item in items for i in (item["id"] if isinstance(item["id"], list) else [item["id"]])]
+        self.case_ids += [
+            str(i) for item in items for i in (item["id"] if isinstance(item["id"], list) else [item["id"]])
+        ]
 
     def __call__(self, engine: Engine) -> None:
         # All ranks take part in gathering the case ids (metric details are already gathered); rank 0 writes.
@@ -76,7 +78,10 @@ class PerMuscleDiceLogger:
         summary |= {f"n_{n}": int(c) for n, c in zip(NAMES, counts)}
         _append_rows(self.output_dir / "dice_per_muscle.csv", [summary])
         ids = case_ids if len(case_ids) == len(details) else [str(i) for i in range(len(details))]
-        cases = [{"epoch": epoch, "id": i} | {n: _rounded(float(v)) for n, v in zip(NAMES, row)} for i, row in zip(ids, details)]
+        cases = [
+            {"epoch": epoch, "id": i} | {n: _rounded(float(v)) for n, v in zip(NAMES, row)}
+            for i, row in zip(ids, details)
+        ]
         _append_rows(self.output_dir / "dice_per_case.csv", cases)
 
 

@@ -55,7 +55,7 @@ def image_problem(img: MetaTensor) -> str | None:
     direction = linear / spacing
     deviation = float(np.abs(direction.T @ direction - np.eye(3)).max())
     if deviation > ORTHONORMAL_TOL:
-        return f"has a direction matrix whose axes are not orthonormal (off by {deviation:.3g}): a sheared or broken header"
+        return f"has a direction matrix whose axes are not orthonormal (off by {deviation:.3g}): a sheared header"
     return None
 
 
@@ -78,7 +78,9 @@ class CheckedLoadImaged(LoadImaged):
             try:
                 d[key] = self._loader(path, reader)
             except Exception as error:  # any reader failure: name the file, keep the reader's words
-                raise ValueError(f"{key} {path}: cannot be read as an image ({type(error).__name__}: {error})") from error
+                raise ValueError(
+                    f"{key} {path}: cannot be read as an image ({type(error).__name__}: {error})"
+                ) from error
             problem = image_problem(d[key])
             if problem:
                 raise ValueError(f"{key} {path} {problem}")

@@ -236,8 +236,8 @@ def muscle_report(
 
     Volumes in mL, fat fractions in percent, areas in cm² on the axial slices (across ``slice_axis``), the level
     of the largest area as slice index and world z (mm); a muscle absent from the label has volume and area 0 and
-    None elsewhere. Lean volume = volume × (1 − mean fat fraction), see ``_muscle_entry``. Asymmetry per left/right pair: ``asymmetry_index`` of the volumes and the mean fat fractions.
-    Floats are rounded to 3 decimals.
+    None elsewhere. Lean volume = volume × (1 − mean fat fraction), see ``_muscle_entry``. Asymmetry per left/right
+    pair: ``asymmetry_index`` of the volumes and the mean fat fractions. Floats are rounded to 3 decimals.
     """
     geometry, voxels, counts = _measure(label, affine, fat_fraction)
     entries = {muscle: _muscle_entry(muscle, geometry, voxels, counts) for muscle in MUSCLES}
@@ -311,4 +311,7 @@ def fat_water_swap_check(water: np.ndarray, fat: np.ndarray, fat_fraction: np.nd
     body = ~np.isnan(fat_fraction)
     bright = body & (signal >= np.percentile(signal[body], BRIGHT_TISSUE_PERCENTILE))
     median = 100.0 * float(np.median(fat_fraction[bright]))
-    return {"bright_tissue_fat_fraction_percent": _rounded(median), "fat_water_swap_suspected": median < SWAP_THRESHOLD_PERCENT}
+    return {
+        "bright_tissue_fat_fraction_percent": _rounded(median),
+        "fat_water_swap_suspected": median < SWAP_THRESHOLD_PERCENT,
+    }

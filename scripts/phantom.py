@@ -21,8 +21,8 @@ import argparse
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path

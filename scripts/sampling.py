@@ -13,9 +13,7 @@ def is_partial(entry: dict) -> bool:
     return entry.get("annotated") is not None
 
 
-def mixed_sampler(
-    entries: Sequence[dict], partial_fraction: float | None, distributed: bool = False
-) -> Sampler | None:
+def mixed_sampler(entries: Sequence[dict], partial_fraction: float | None, distributed: bool = False) -> Sampler | None:
     """A sampler drawing ``partial_fraction`` of each epoch's steps from partially labelled entries.
 
     ``None`` (or a datalist with only one kind of entry) means plain shuffling, each case

@@ -82,7 +82,9 @@ def test_water_and_fat_of_different_shapes_are_refused(tmp_path: Path):
             "fat": str(nifti(tmp_path / "fat.nii.gz", np.ones((8, 8, 5), np.float32))),
         }
     )
-    with pytest.raises(ValueError, match=r"fat .*fat.nii.gz vs water .*water.nii.gz: shapes differ \(\(8, 8, 5\) vs \(8, 8, 4\)\)"):
+    with pytest.raises(
+        ValueError, match=r"fat .*fat.nii.gz vs water .*water.nii.gz: shapes differ \(\(8, 8, 5\) vs \(8, 8, 4\)\)"
+    ):
         MatchCaseGeometryd(["water", "fat"])(case)
 
 
@@ -123,7 +125,10 @@ def test_dicom_folders_without_one_series_are_listed_up_front(tmp_path: Path):
     message = str(err.value)
     assert "2 problem(s)" in message
     assert "notes is a folder but holds no DICOM series" in message
-    assert "holds 2 DICOM series: 1.2.826.0.1.3680043.2.1125.101 (water, 3 files); 1.2.826.0.1.3680043.2.1125.102 (fat" in message
+    assert (
+        "holds 2 DICOM series: 1.2.826.0.1.3680043.2.1125.101 (water, 3 files); 1.2.826.0.1.3680043.2.1125.102 (fat"
+        in message
+    )
     assert "Move the series you mean into a folder of its own" in message
 
 
@@ -135,7 +140,9 @@ def test_likely_fat_water_swap_is_warned_and_flagged(tmp_path: Path, caplog: pyt
     assert report["fat_water_swap_suspected"] is True
     assert json.loads((tmp_path / "swap" / "swap_metrics.json").read_text())["fat_water_swap_suspected"] is True
     assert "swap: fat and water look swapped" in caplog.text
-    normal = write_case_report(tmp_path, "ok", phantom.label, phantom.affine, {"water": phantom.water, "fat": phantom.fat})
+    normal = write_case_report(
+        tmp_path, "ok", phantom.label, phantom.affine, {"water": phantom.water, "fat": phantom.fat}
+    )
     assert normal["fat_water_swap_suspected"] is False
 
 
@@ -156,8 +163,7 @@ def infer(dataset_dir: Path, output_dir: Path, ckpt: Path, *extra: str, check: b
         "--dataset_dir", str(dataset_dir),
         "--output_dir", str(output_dir),
         "--ckpt_path", str(ckpt),
-        "--spacing", SPACING_ARG,
-        "--roi_size", "[96,96,48]",
+        "--roi_size", "[96,96,48]",  # the spacing: metadata.json's training_spacing_mm
         "--num_workers", "0",
         *extra,
         check=check,
@@ -195,7 +201,6 @@ def test_rerun_skips_done_cases_and_refuses_a_different_run(cohort: Path, traine
     assert (out / "sub06" / "sub06_qc.png").is_file()
 
     other = tmp_path / "other.pt"
-    other.write_bytes(ckpt.read_bytes())
     torch.save({k: v + 1 for k, v in torch.load(ckpt, weights_only=True).items()}, other)
     refused = infer(cohort, out, other, check=False)
     assert refused.returncode != 0
@@ -231,7 +236,9 @@ def test_training_killed_mid_epoch_resumes_to_the_same_number_of_epochs(cohort: 
         "--spacing", SPACING_ARG,
         "--num_workers", "0",
     ]  # fmt: skip
-    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while not (tmp_path / "last_checkpoint_epoch=1.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -240,7 +247,9 @@ def test_training_killed_mid_epoch_resumes_to_the_same_number_of_epochs(cohort: 
     first.wait()
     assert not (tmp_path / "last_checkpoint_epoch=3.pt").exists(), "the run was to be killed before its end"
 
-    resumed = subprocess.run([*args, "--resume", "true"], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
+    resumed = subprocess.run(
+        [*args, "--resume", "true"], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace"
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
     assert "resuming from" in log and "Restored all variables" in log
@@ -264,4 +273,6 @@ def test_resume_without_a_checkpoint_says_so(cohort: Path, tmp_path: Path):
         check=False,
     )  # fmt: skip
     assert result.returncode != 0
-    assert f"ERROR: FileNotFoundError: no usable last_checkpoint_epoch=N.pt in {tmp_path} to resume from" in result.stderr
+    assert (
+        f"ERROR: FileNotFoundError: no usable last_checkpoint_epoch=N.pt in {tmp_path} to resume from" in result.stderr
+    )

@@ -24,8 +24,7 @@ def infer(dataset_dir: Path, output_dir: Path, ckpt: Path, *extra: str, run_id: 
         "--dataset_dir", str(dataset_dir),
         "--output_dir", str(output_dir),
         "--ckpt_path", str(ckpt),
-        "--spacing", SPACING_ARG,
-        "--roi_size", "[96,96,48]",
+        "--roi_size", "[96,96,48]",  # the spacing: metadata.json's training_spacing_mm
         "--num_workers", "0",
         *extra,
     )  # fmt: skip
@@ -60,7 +59,9 @@ def test_training_saves_best_model_last_checkpoint_and_dice_per_muscle(trained: 
             dice = float(row[ABBREVIATIONS[muscle]])
             assert math.isfinite(dice) and 0 <= dice <= 1
             assert int(row[f"n_{ABBREVIATIONS[muscle]}"]) == 2  # both validation phantoms hold every muscle
-        assert float(row["mean_dice"]) == pytest.approx(np.mean([float(row[ABBREVIATIONS[m]]) for m in MUSCLES]), abs=1e-3)
+        assert float(row["mean_dice"]) == pytest.approx(
+            np.mean([float(row[ABBREVIATIONS[m]]) for m in MUSCLES]), abs=1e-3
+        )
 
 
 def test_inference_segments_every_testing_case_on_its_own_grid(cohort: Path, trained: Path, tmp_path: Path):

@@ -15,7 +15,17 @@ from monai.bundle import ConfigWorkflow
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "monai.bundle",
+        "run",
+        *args,
+    ]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
     assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
@@ -53,7 +63,9 @@ def test_two_process_training_writes_once_and_gathers_validation(cohort: Path, t
         num_workers=0,
     )
     single.initialize()
-    single.parser.get_parsed_content("network").load_state_dict(torch.load(out / "models" / "model.pt", weights_only=True))
+    single.parser.get_parsed_content("network").load_state_dict(
+        torch.load(out / "models" / "model.pt", weights_only=True)
+    )
     evaluator = single.parser.get_parsed_content("validate#evaluator")
     evaluator.run()
     assert evaluator.state.metrics["val_mean_dice"] == pytest.approx(float(logged["mean_dice"]), abs=1e-4)
@@ -70,12 +82,13 @@ def test_two_process_inference_segments_each_case_once(cohort: Path, trained: Pa
         "--datalist", str(datalist),
         "--output_dir", str(tmp_path / "out"),
         "--ckpt_path", str(trained / "models" / "model.pt"),
-        "--spacing", SPACING_ARG,
-        "--roi_size", "[96,96,48]",
+        "--roi_size", "[96,96,48]",  # the spacing: metadata.json's training_spacing_mm
         "--num_workers", "0",
     )  # fmt: skip
     ids = [e["id"] for e in testing]
-    written = [line for line in (result.stdout + result.stderr).splitlines() if "_seg.nii.gz" in line and "writing" in line]
+    written = [
+        line for line in (result.stdout + result.stderr).splitlines() if "_seg.nii.gz" in line and "writing" in line
+    ]
     assert sorted(line.rsplit("/", 2)[-2] for line in written) == ids  # every case once, none twice
     for case in ids:
         assert (tmp_path / "out" / case / f"{case}_seg.nii.gz").is_file()

@@ -73,7 +73,9 @@ def test_strong_noise_biases_lean_muscle_fat_fraction_upwards(phantom: Phantom):
     """Magnitude (Rician) noise near the fat signal of lean muscle inflates F/(W+F): why the phantom's noise is low."""
     water, fat = noise_free_dixon(phantom)
     rng = np.random.default_rng(0)
-    noisy = muscle_report(phantom.label, phantom.affine, fat_fraction_map(rician(water, 10, rng), rician(fat, 10, rng))[0])
+    noisy = muscle_report(
+        phantom.label, phantom.affine, fat_fraction_map(rician(water, 10, rng), rician(fat, 10, rng))[0]
+    )
     psoas = ABBREVIATIONS[1]
     assert noisy["muscles"][psoas]["fat_fraction_mean_percent"] > true_mean_percent(phantom, 1) + 1.0
 

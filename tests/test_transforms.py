@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -45,7 +44,9 @@ def test_flip_mirrors_subject_and_swaps_sides(phantom, tmp_path: Path, axcodes: 
     for left, right in LEFT_RIGHT_PAIRS:
         # label 1 is still on the subject's left, and it is the mirrored right muscle
         assert world_x_centroid(out["label"] == left, affine) < world_x_centroid(out["label"] == right, affine)
-        assert torch.equal((out["label"] == left).as_tensor(), torch.flip((case["label"] == right).as_tensor(), (lr_dim,)))
+        assert torch.equal(
+            (out["label"] == left).as_tensor(), torch.flip((case["label"] == right).as_tensor(), (lr_dim,))
+        )
     assert set(torch.unique(out["label"]).int().tolist()) == {0, *MUSCLES}
 
 

@@ -1,0 +1,72 @@
+"""Build the release archive ``<name>_v<version>.zip`` of the bundle and print its sha256.
+
+    python -m scripts.release [--out dist]
+
+The archive holds the bundle's own files under one folder named after the bundle:
+configs, scripts, models, docs, the sample scan, LICENSE, README.md, requirements.txt and
+large_files.yml. Tests, caches, hidden files and training outputs stay out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "lumbar_muscle_dixon_segmentation"
+BUNDLE_PARTS = (
+    "configs",
+    "scripts",
+    "models",
+    "docs",
+    "sample",
+    "LICENSE",
+    "README.md",
+    "requirements.txt",
+    "large_files.yml",
+)
+
+
+def bundle_files(root: Path = REPO) -> Iterator[Path]:
+    """Every file of the bundle, relative to ``root``, in sorted order; caches and hidden files left out."""
+    for part in BUNDLE_PARTS:
+        path = root / part
+        candidates = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in candidates:
+            relative = file.relative_to(root)
+            if (
+                file.is_file()
+                and "__pycache__" not in relative.parts
+                and not any(p.startswith(".") for p in relative.parts)
+            ):
+                yield relative
+
+
+def build(out_dir: Path, root: Path = REPO) -> Path:
+    """Write the archive into ``out_dir`` and return its path."""
+    version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
+    archive = out_dir / f"{NAME}_v{version}.zip"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for relative in bundle_files(root):
+            zf.write(root / relative, arcname=f"{NAME}/{relative.as_posix()}")
+    return archive
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m scripts.release", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "dist", help="folder for the archive (default dist/)")
+    archive = build(parser.parse_args(argv).out)
+    print(f"{archive}  sha256 {sha256(archive)}")
+
+
+if __name__ == "__main__":
+    main()

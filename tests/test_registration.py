@@ -1,0 +1,253 @@
+"""Registration to a reference subject and cohort preparation, on phantoms stored as a user's raw files would be."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from conftest import SMALL_SHAPE, SMALL_SPACING, TUM02, run_bundle
+from monai.metrics import compute_dice
+from monai.networks.utils import one_hot
+
+from scripts.datalist import load_datalist
+from scripts.labels import ABBREVIATIONS, MUSCLES, NUM_CLASSES
+from scripts.phantom import make_phantom, write_phantom
+from scripts.prepare import PrepareError, prepare_cohort
+from scripts.registration import LPS_TO_RAS, Pose, RigidRegistration, resample, target_grid
+
+# The published field of view at 2.5x the published voxel size: fine enough to measure 0.5° and 1 mm.
+FINE_SHAPE, FINE_SPACING = (160, 128, 64), (2.34375, 2.34375, 4.41796875)
+ROTATION_DEG, SHIFT_MM = 4.0, (6.0, -4.0, 3.0)  # about the S-I axis; RAS
+# The small phantoms' grid with the in-plane resolution halved, as the published recipe does.
+HALVED_SPACING = (2 * SMALL_SPACING[0], 2 * SMALL_SPACING[1], SMALL_SPACING[2])
+HALVED_SHAPE = (SMALL_SHAPE[0] // 2, SMALL_SHAPE[1] // 2, SMALL_SHAPE[2])
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with path.open(newline="") as f:
+        return {row["subject"]: row for row in csv.DictReader(f)}
+
+
+def muscle_dice(label: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Dice of each muscle between two label arrays of the same grid."""
+    onehot = [one_hot(torch.as_tensor(a[None, None].astype(np.int64)), NUM_CLASSES) for a in (label, truth)]
+    dice = compute_dice(*onehot, include_background=False)[0]
+    return {ABBREVIATIONS[m]: float(dice[m - 1]) for m in MUSCLES}
+
+
+def test_target_grid_halves_the_published_reference_in_plane():
+    reference = sitk.Image([800, 640, 145], sitk.sitkUInt8)
+    reference.SetSpacing([0.46875, 0.46875, 1.95])
+    reference.SetOrigin([10.0, -20.0, 30.0])
+    reference.SetDirection([-1, 0, 0, 0, -1, 0, 0, 0, 1])
+    grid = target_grid(reference, (0.9375, 0.9375, 1.95))
+    assert grid.GetSize() == (400, 320, 145)
+    assert grid.GetSpacing() == pytest.approx((0.9375, 0.9375, 1.95))
+    assert grid.GetDirection() == reference.GetDirection()
+
+    def corner(image: sitk.Image, index: tuple[float, float, float]) -> np.ndarray:
+        return np.array(image.TransformContinuousIndexToPhysicalPoint(index))
+
+    # the same field of view: the outer corners of the first and the last voxel coincide
+    np.testing.assert_allclose(corner(grid, (-0.5,) * 3), corner(reference, (-0.5,) * 3), atol=1e-6)
+    last = [n - 0.5 for n in grid.GetSize()]
+    np.testing.assert_allclose(corner(grid, last), corner(reference, [n - 0.5 for n in reference.GetSize()]), atol=1e-6)
+
+
+def test_registration_recovers_a_known_rotation_and_shift(tmp_path: Path):
+    write_phantom(make_phantom(FINE_SHAPE, FINE_SPACING, seed=1), tmp_path)
+    image = sitk.ReadImage(str(tmp_path / "inphase.nii.gz"), sitk.sitkFloat32)
+    label = sitk.ReadImage(str(tmp_path / "label.nii.gz"))
+    # The subject moves by `motion` about world (0, 0, 0), the phantom's centre. SimpleITK works in LPS: the shift
+    # flips sign in x and y, the angle about S-I does not. The moved scan at a point y shows the anatomy that was
+    # at motion^-1(y), and sitk.Resample pulls values through the transform it is given, so the scan is resampled
+    # with the inverse. Registration returns the transform from reference points to subject points: `motion`.
+    shift_lps = (np.array(SHIFT_MM) * LPS_TO_RAS).tolist()
+    motion = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.0, 0.0, math.radians(ROTATION_DEG), shift_lps)
+    moved = resample(image, image, motion.GetInverse())
+    moved_label = resample(label, label, motion.GetInverse(), is_label=True)
+    # The reference is the original less a border wider than the motion (12 voxels, 2 slices), so each of its
+    # points has anatomy in the moved scan, whose border shows what lay outside the original (zeros). Cropped
+    # evenly, its centre stays at (0, 0, 0): the centre the pose is reported about is the motion's.
+    margin = [12, 12, 2]
+    size = [n - 2 * m for n, m in zip(image.GetSize(), margin, strict=True)]
+    reference, reference_label = sitk.RegionOfInterest(image, size, margin), sitk.RegionOfInterest(label, size, margin)
+
+    transform, metric = RigidRegistration()(reference, moved)
+    pose = Pose.of(transform)
+    registered = sitk.GetArrayFromImage(resample(moved_label, reference, transform, is_label=True))
+    dice = muscle_dice(registered, sitk.GetArrayFromImage(reference_label))
+    print(f"\nmetric {metric:.4f}, angles {pose.angles_deg} deg, shift {pose.translation_mm} mm, Dice {dice}")
+
+    np.testing.assert_allclose(pose.angles_deg, (0.0, 0.0, ROTATION_DEG), atol=0.5)
+    np.testing.assert_allclose(pose.translation_mm, SHIFT_MM, atol=1.0)
+    assert min(dice.values()) >= 0.95, dice
+    assert metric < -0.9
+
+
+def write_dicom_series(image: sitk.Image, folder: Path) -> None:
+    """Store a 3-D image as one DICOM series of int16 slices, one file each, as a scanner export would."""
+    folder.mkdir(parents=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    direction = image.GetDirection()
+    orientation = "\\".join(f"{c:g}" for c in direction[0::3] + direction[1::3])  # row and column directions
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(image.GetDepth()):
+        plane = image[:, :, z]
+        position = image.TransformIndexToPhysicalPoint((0, 0, z))
+        tags = {
+            "0008|0060": "MR",
+            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",  # study
+            "0020|000e": "1.2.826.0.1.3680043.2.1125.1.1",  # series
+            "0020|0013": str(z + 1),
+            "0020|0032": "\\".join(f"{p:.4f}" for p in position),
+            "0020|0037": orientation,
+            "0018|0050": f"{image.GetSpacing()[2]:g}",
+        }
+        for tag, value in tags.items():
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{z:03d}.dcm"))
+        writer.Execute(plane)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four small subjects as users store them: sub01 with every file; sub02 water + fat + label, its water
+    header with origin (0, 0, 0) as in TUM02; sub03 an in-phase DICOM series + label; sub04 water + fat only."""
+    raw = tmp_path_factory.mktemp("raw")
+    for seed, subject in enumerate(("sub01", "sub02", "sub03", "sub04"), start=1):
+        write_phantom(make_phantom(SMALL_SHAPE, SMALL_SPACING, seed=seed), raw / subject)
+        (raw / subject / "truth.json").unlink()
+    for name in ("inphase", "outphase"):
+        for subject in ("sub02", "sub04"):
+            (raw / subject / f"{name}.nii.gz").unlink()
+    water = nib.load(raw / "sub02" / "water.nii.gz")
+    affine = water.affine.copy()
+    affine[:3, 3] = 0
+    nib.save(nib.Nifti1Image(np.asarray(water.dataobj), affine), raw / "sub02" / "water.nii.gz")
+    dicom = sitk.ReadImage(str(raw / "sub03" / "inphase.nii.gz"))
+    for name in ("inphase", "outphase", "water", "fat"):
+        (raw / "sub03" / f"{name}.nii.gz").unlink()
+    write_dicom_series(dicom, raw / "sub03" / "inphase")
+    (raw / "sub04" / "label.nii.gz").unlink()
+    return raw
+
+
+def test_prepare_command_registers_every_subject_onto_one_grid_and_splits(raw: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    run_bundle(
+        "prepare",
+        "--config_file", "configs/prepare.yaml",
+        "--raw_dir", str(raw),
+        "--dataset_dir", str(out),
+        "--spacing", json.dumps(HALVED_SPACING),
+    )  # fmt: skip
+
+    rows = read_csv(out / "registration.csv")
+    assert {s: r["status"] for s, r in rows.items()} == {
+        "sub01": "reference",
+        "sub02": "registered",
+        "sub03": "registered",
+        "sub04": "registered",
+    }
+    for subject in ("sub02", "sub03", "sub04"):
+        assert float(rows[subject]["metric"]) < -0.05 and float(rows[subject]["seconds"]) > 0
+
+    datalist = json.loads((out / "datalist.json").read_text())
+    labelled = [e["id"] for e in datalist["training"] + datalist["validation"]]
+    assert sorted(labelled) == ["sub01", "sub02", "sub03"] and len(datalist["validation"]) == 1  # 30 % of 3
+    assert [e["id"] for e in datalist["testing"]] == ["sub04"]
+    assert datalist["testing"][0] == {
+        "id": "sub04",
+        "image": "sub04/inphase.nii.gz",
+        "water": "sub04/water.nii.gz",
+        "fat": "sub04/fat.nii.gz",
+    }
+    entries = [e for section in datalist for e in load_datalist(out / "datalist.json", section)]
+
+    reference = nib.load(out / "sub01" / "inphase.nii.gz")
+    assert reference.shape == HALVED_SHAPE
+    np.testing.assert_allclose(nib.affines.voxel_sizes(reference.affine), HALVED_SPACING, rtol=1e-5)
+    for entry in entries:
+        for key in ("image", "outphase", "water", "fat", "label"):
+            if key in entry:
+                written = nib.load(entry[key])
+                assert written.shape == reference.shape
+                np.testing.assert_allclose(written.affine, reference.affine, atol=1e-4)
+                assert written.get_data_dtype() == (np.uint8 if key == "label" else np.float32)
+    # sub02's water was moved with its fat despite its header: in-phase (water + fat) stays their sum
+    water, fat, inphase = (nib.load(out / "sub02" / f"{n}.nii.gz").get_fdata() for n in ("water", "fat", "inphase"))
+    np.testing.assert_allclose(water + fat, inphase, atol=1e-2)
+    assert set(np.unique(nib.load(out / "sub03" / "label.nii.gz").get_fdata())) == {0, *MUSCLES}
+
+
+def test_rerun_redoes_only_the_subject_whose_outputs_are_missing(raw: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    settings = {"spacing": HALVED_SPACING, "num_workers": 2}
+    prepare_cohort(raw, out, **settings)
+    before = {p: p.stat().st_mtime_ns for p in out.glob("sub*/*.nii.gz")}
+    rows_before = read_csv(out / "registration.csv")
+
+    shutil.rmtree(out / "sub03")
+    prepare_cohort(raw, out, **settings)
+    after = {p: p.stat().st_mtime_ns for p in out.glob("sub*/*.nii.gz")}
+    assert after.keys() == before.keys()
+    assert {p.parent.name for p in after if after[p] != before[p]} == {"sub03"}
+    rows = read_csv(out / "registration.csv")
+    assert {s: r for s, r in rows.items() if s != "sub03"} == {s: r for s, r in rows_before.items() if s != "sub03"}
+    assert rows["sub03"]["status"] == "registered"
+
+    with pytest.raises(PrepareError, match="prepared with"):  # another grid must not join these outputs
+        prepare_cohort(raw, out, spacing=SMALL_SPACING)
+
+
+def test_unreadable_subject_is_reported_and_the_others_complete(raw: Path, tmp_path: Path):
+    broken = tmp_path / "raw"
+    for subject in ("sub01", "sub02", "sub04"):
+        shutil.copytree(raw / subject, broken / subject)
+    (broken / "sub02" / "fat.nii.gz").write_bytes(b"not a NIfTI file")
+    out = tmp_path / "out"
+    result = run_bundle(
+        "prepare",
+        "--config_file", "configs/prepare.yaml",
+        "--raw_dir", str(broken),
+        "--dataset_dir", str(out),
+        "--spacing", json.dumps(HALVED_SPACING),
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "1 of 3 subjects failed" in result.stderr and "sub02: ValueError" in result.stderr
+    rows = read_csv(out / "registration.csv")
+    assert rows["sub02"]["status"] == "failed" and "fat.nii.gz cannot be read" in rows["sub02"]["reason"]
+    assert {rows[s]["status"] for s in ("sub01", "sub04")} == {"reference", "registered"}
+    assert not (out / "sub02").exists()
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert [e["id"] for section in datalist.values() for e in section] == ["sub01", "sub04"]
+
+
+@pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
+def test_real_scan_with_disagreeing_headers_keeps_labels_on_their_muscles(tmp_path: Path):
+    raw = tmp_path / "raw" / "tum02"
+    raw.mkdir(parents=True)
+    for name, source in (("water", "water"), ("fat", "fat"), ("label", "label_es_mf")):
+        (raw / f"{name}.nii.gz").symlink_to(TUM02 / f"{source}.nii.gz")
+    out = tmp_path / "out"
+    prepare_cohort(raw.parent, out, spacing=(2.0, 2.0, 4.0), num_workers=1)
+
+    water, fat, label = (nib.load(out / "tum02" / f"{n}.nii.gz") for n in ("water", "fat", "label"))
+    np.testing.assert_allclose(water.affine, label.affine, atol=1e-4)
+    labels = np.asarray(label.dataobj)
+    assert set(np.unique(labels)) == {0, 1, 2, 3, 4}
+    inside = labels > 0
+    fat_fraction = fat.get_fdata()[inside].sum() / (water.get_fdata()[inside] + fat.get_fdata()[inside]).sum()
+    assert 0.12 < fat_fraction < 0.18  # 14.5-15.6 % on the original grid: water, fat and label still overlap
