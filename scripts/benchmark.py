@@ -142,7 +142,7 @@ def inference_rows(data: Path, work: Path, device: str, repeats: int, spacing: l
     synchronize(device)
     end_to_end = (time.perf_counter() - start) / cases
     return [
-        row(device, "inference, network alone (sliding window)", network_seconds, "s/scan"),
+        row(device, "inference, network alone", network_seconds, "s/scan"),
         row(device, "inference, end to end (NIfTI to segmentation and report)", end_to_end, "s/scan"),
     ]
 

@@ -24,7 +24,6 @@ def infer(dataset_dir: Path, output_dir: Path, ckpt: Path, *extra: str, run_id: 
         "--dataset_dir", str(dataset_dir),
         "--output_dir", str(output_dir),
         "--ckpt_path", str(ckpt),
-        "--roi_size", "[96,96,48]",  # the spacing: metadata.json's training_spacing_mm
         "--num_workers", "0",
         *extra,
     )  # fmt: skip

@@ -82,7 +82,6 @@ def test_two_process_inference_segments_each_case_once(cohort: Path, trained: Pa
         "--datalist", str(datalist),
         "--output_dir", str(tmp_path / "out"),
         "--ckpt_path", str(trained / "models" / "model.pt"),
-        "--roi_size", "[96,96,48]",  # the spacing: metadata.json's training_spacing_mm
         "--num_workers", "0",
     )  # fmt: skip
     ids = [e["id"] for e in testing]

@@ -134,7 +134,6 @@ def test_evaluating_writes_csv_table_and_box_plots(cohort: Path, trained: Path, 
         "--output_dir", str(tmp_path),
         "--ckpt_path", str(trained / "models" / "model.pt"),
         "--spacing", SPACING_ARG,
-        "--val_roi_size", "[96,96,48]",
         "--num_workers", "0",
     )  # fmt: skip
     rows = read_csv(tmp_path / "evaluation.csv")
