@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
             rows += inference_rows(data, work, device, 3 if device == "cuda" else 1, args.spacing)
     table = markdown(rows)
     print(table)
-    args.json.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1))
+    args.json.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

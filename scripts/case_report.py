@@ -44,7 +44,7 @@ DIXON_KEYS = ("water", "fat", "inphase", "outphase")
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     def write(temporary: Path) -> None:
-        with temporary.open("w", newline="") as f:
+        with temporary.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
             writer.writeheader()
             writer.writerows(rows)
@@ -82,7 +82,9 @@ def write_case_report(
             )
     else:
         report |= {"bright_tissue_fat_fraction_percent": None, "fat_water_swap_suspected": None}
-    write_atomically(case_dir / f"{case_id}_metrics.json", lambda p: p.write_text(json.dumps(report, indent=1)))
+    write_atomically(
+        case_dir / f"{case_id}_metrics.json", lambda p: p.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    )
     _write_csv(case_dir / f"{case_id}_slices.csv", slice_rows(label, affine, fat_fraction))
     inphase = images.get("inphase")
     if inphase is None and images.get("water") is not None and images.get("fat") is not None:
@@ -98,7 +100,7 @@ def write_cohort_csv(output_dir: str | Path) -> Path:
     output_dir = Path(output_dir)
     reports = sorted(output_dir.glob("*/*_metrics.json"))
     rows = [
-        cohort_row(r.parent.name, json.loads(r.read_text()))
+        cohort_row(r.parent.name, json.loads(r.read_text(encoding="utf-8")))
         for r in reports
         if r.name == f"{r.parent.name}_metrics.json"
     ]
@@ -136,7 +138,9 @@ class CaseReportd(MapTransform):
 
 def report_existing(datalist: Path, dataset_dir: Path, output_dir: Path, noise_floor: float) -> Path:
     """Report every entry with a ``label`` in any section of the datalist; returns the cohort CSV."""
-    sections = [s for s in ("training", "validation", "testing") if s in json.loads(datalist.read_text())]
+    sections = [
+        s for s in ("training", "validation", "testing") if s in json.loads(datalist.read_text(encoding="utf-8"))
+    ]
     entries = {e["id"]: e for s in sections for e in load_datalist(datalist, s, dataset_dir) if "label" in e}
     keys = [k for k in IMAGE_KEYS if k != "image"] + ["inphase"]
     load = Compose(

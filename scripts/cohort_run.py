@@ -53,16 +53,17 @@ def cases_to_run(
     """
     output_dir = Path(output_dir)
     run = {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()}
+    run["checkpoint"] = str(Path(settings["checkpoint"]).resolve())  # the same file however it is named
     run["checkpoint_sha256"] = file_sha256(settings["checkpoint"])
     previous_path = output_dir / RUN_FILE
-    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else None
+    previous = json.loads(previous_path.read_text(encoding="utf-8")) if previous_path.is_file() else None
     if previous is not None and previous != run and not overwrite:
         changed = sorted(k for k in run.keys() | previous.keys() if run.get(k) != previous.get(k))
         raise ValueError(
             f"{output_dir} holds the outputs of a different run (differs in: {', '.join(changed)}). "
             "Choose another --output_dir, or pass --overwrite true to replace them."
         )
-    write_atomically(previous_path, lambda p: p.write_text(json.dumps(run, indent=1)))
+    write_atomically(previous_path, lambda p: p.write_text(json.dumps(run, indent=1), encoding="utf-8"))
     if overwrite:
         return list(entries)
     todo = [e for e in entries if not all(p.is_file() for p in case_outputs(output_dir, str(e["id"])))]
@@ -97,7 +98,7 @@ class FaultTolerantCases(IterableDataset):
                 reason = f"{reason} ({cause})" if cause is not error and str(cause) not in reason else reason
                 logger.error("case %s failed: %s", entry.get("id"), reason)
                 self.failures.mkdir(parents=True, exist_ok=True)
-                (self.failures / f"{entry.get('id')}.txt").write_text(reason)
+                (self.failures / f"{entry.get('id')}.txt").write_text(reason, encoding="utf-8")
 
 
 class FailureReport:
@@ -129,10 +130,10 @@ class FailureReport:
             raise RuntimeError(f"{len(records)} case(s) failed; reasons in {path}")
 
         def write(temporary: Path) -> None:
-            with temporary.open("w", newline="") as f:
+            with temporary.open("w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(["id", "reason"])
-                writer.writerows([r.stem, r.read_text()] for r in records)
+                writer.writerows([r.stem, r.read_text(encoding="utf-8")] for r in records)
 
         write_atomically(path, write)
         raise RuntimeError(f"{len(records)} case(s) failed ({', '.join(r.stem for r in records)}); reasons in {path}")

@@ -73,7 +73,7 @@ def load_datalist(datalist: str | Path, section: str, dataset_dir: str | Path | 
     if not datalist.is_file():
         raise DatalistError(f"datalist not found: {datalist}")
     try:
-        content = json.loads(datalist.read_text())
+        content = json.loads(datalist.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DatalistError(f"{datalist} is not valid JSON: {err}") from err
     if not isinstance(content, dict) or section not in content:

@@ -237,13 +237,13 @@ def write_evaluation(output_dir: str | Path, rows: Sequence[dict[str, Any]]) -> 
     output_dir = Path(output_dir)
 
     def write_csv(path: Path) -> None:
-        with path.open("w", newline="") as f:
+        with path.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
             writer.writeheader()
             writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
 
     write_atomically(output_dir / "evaluation.csv", write_csv)
-    write_atomically(output_dir / "table1.md", lambda path: path.write_text(table1_markdown(rows)))
+    write_atomically(output_dir / "table1.md", lambda path: path.write_text(table1_markdown(rows), encoding="utf-8"))
     for field, ylabel, name in (("dice", "Dice", "dice_boxplot.png"), ("hd95_mm", "HD95 (mm)", "hd95_boxplot.png")):
         figure = boxplot_figure(per_case(rows, field), ylabel)
         write_atomically(output_dir / name, lambda path: figure.savefig(path, format="png", dpi=120))

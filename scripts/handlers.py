@@ -19,7 +19,7 @@ def _append_rows(path: Path, rows: list[dict]) -> None:
     """Append rows to a CSV file, writing the header when the file is new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
-    with path.open("a", newline="") as f:
+    with path.open("a", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         if new:
             writer.writeheader()

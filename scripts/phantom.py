@@ -557,7 +557,7 @@ def write_phantom(phantom: Phantom, case_dir: str | Path) -> None:
     for name in IMAGES:
         _save(getattr(phantom, name), phantom.affine, case_dir / f"{name}.nii.gz")
     _save(phantom.label, phantom.affine, case_dir / "label.nii.gz")
-    (case_dir / "truth.json").write_text(json.dumps(phantom.truth, indent=2))
+    (case_dir / "truth.json").write_text(json.dumps(phantom.truth, indent=2), encoding="utf-8")
 
 
 def validation_count(n: int) -> int:
@@ -612,7 +612,7 @@ def make_cohort(
             "testing": [datalist_entry(case_id, with_label=False) for case_id in validation],
         }
     path = out_dir / "datalist.json"
-    path.write_text(json.dumps(datalist, indent=2))
+    path.write_text(json.dumps(datalist, indent=2), encoding="utf-8")
     return path
 
 

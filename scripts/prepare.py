@@ -216,7 +216,7 @@ def read_log(path: Path) -> dict[str, dict]:
     """The rows of an earlier registration.csv by subject (none if there is no such file)."""
     if not path.is_file():
         return {}
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8") as f:
         return {row["subject"]: row for row in csv.DictReader(f)}
 
 
@@ -224,7 +224,7 @@ def write_log(path: Path, rows: dict[str, dict]) -> None:
     """Write registration.csv, one row per subject in sorted order."""
 
     def write(temporary: Path) -> None:
-        with temporary.open("w", newline="") as f:
+        with temporary.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, CSV_COLUMNS)
             writer.writeheader()
             writer.writerows(rows[subject] for subject in sorted(rows))
@@ -236,12 +236,12 @@ def check_grid_settings(dataset_dir: Path, reference: str, spacing: Sequence[flo
     """Record the settings that fix the grid in ``prepare.json``, refusing a folder prepared with others."""
     settings = {"reference": reference, "spacing": [float(s) for s in spacing]}
     path = dataset_dir / "prepare.json"
-    if path.is_file() and (previous := json.loads(path.read_text())) != settings:
+    if path.is_file() and (previous := json.loads(path.read_text(encoding="utf-8"))) != settings:
         raise PrepareError(
             f"{dataset_dir} was prepared with {previous}, not {settings}; outputs on two grids cannot share a "
             "dataset. Choose another --dataset_dir, or delete this one."
         )
-    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(settings, indent=1)))
+    write_atomically(path, lambda temporary: temporary.write_text(json.dumps(settings, indent=1), encoding="utf-8"))
 
 
 def split_datalist(entries: dict[str, dict], validation_fraction: float, seed: int) -> dict[str, list[dict]]:
@@ -315,7 +315,7 @@ def prepare_cohort(
     entries = {s: datalist_entry(s, output_names(raw_dir / s)) for s in subjects if prepare.is_complete(s)}
     datalist = dataset_dir / "datalist.json"
     sections = split_datalist(entries, validation_fraction, seed)
-    write_atomically(datalist, lambda temporary: temporary.write_text(json.dumps(sections, indent=1)))
+    write_atomically(datalist, lambda temporary: temporary.write_text(json.dumps(sections, indent=1), encoding="utf-8"))
     failed = {s: row["reason"] for s, row in rows.items() if row["status"] == FAILED}
     if failed:
         reasons = "\n  ".join(f"{s}: {reason}" for s, reason in failed.items())

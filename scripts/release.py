@@ -48,7 +48,7 @@ def bundle_files(root: Path = REPO) -> Iterator[Path]:
 
 def build(out_dir: Path, root: Path = REPO) -> Path:
     """Write the archive into ``out_dir`` and return its path."""
-    version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
+    version = json.loads((root / "configs" / "metadata.json").read_text(encoding="utf-8"))["version"]
     archive = out_dir / f"{NAME}_v{version}.zip"
     out_dir.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -56,7 +56,7 @@ def trained(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_datalist(path: Path, sections: dict) -> Path:
-    path.write_text(json.dumps(sections, indent=1))
+    path.write_text(json.dumps(sections, indent=1), encoding="utf-8")
     return path
 
 

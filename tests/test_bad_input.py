@@ -112,7 +112,7 @@ def write_dicom_series(folder: Path, uid: str, description: str, slices: int = 3
 
 def test_dicom_folders_without_one_series_are_listed_up_front(tmp_path: Path):
     (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "readme.txt").write_text("not an image")
+    (tmp_path / "notes" / "readme.txt").write_text("not an image", encoding="utf-8")
     write_dicom_series(tmp_path / "two", "1.2.826.0.1.3680043.2.1125.101", "water")
     write_dicom_series(tmp_path / "two", "1.2.826.0.1.3680043.2.1125.102", "fat")
     write_dicom_series(tmp_path / "one", "1.2.826.0.1.3680043.2.1125.103", "in-phase")
@@ -138,7 +138,10 @@ def test_likely_fat_water_swap_is_warned_and_flagged(tmp_path: Path, caplog: pyt
     with caplog.at_level(logging.WARNING):
         report = write_case_report(tmp_path, "swap", phantom.label, phantom.affine, swapped)
     assert report["fat_water_swap_suspected"] is True
-    assert json.loads((tmp_path / "swap" / "swap_metrics.json").read_text())["fat_water_swap_suspected"] is True
+    assert (
+        json.loads((tmp_path / "swap" / "swap_metrics.json").read_text(encoding="utf-8"))["fat_water_swap_suspected"]
+        is True
+    )
     assert "swap: fat and water look swapped" in caplog.text
     normal = write_case_report(
         tmp_path, "ok", phantom.label, phantom.affine, {"water": phantom.water, "fat": phantom.fat}
@@ -170,7 +173,7 @@ def infer(dataset_dir: Path, output_dir: Path, ckpt: Path, *extra: str, check: b
 
 
 def test_one_unreadable_case_fails_alone(cohort: Path, trained: Path, tmp_path: Path):
-    entries = json.loads((cohort / "datalist.json").read_text())["testing"]
+    entries = json.loads((cohort / "datalist.json").read_text(encoding="utf-8"))["testing"]
     testing = [{k: str(cohort / v) if k != "id" else v for k, v in e.items()} for e in entries]
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes((cohort / "sub05" / "inphase.nii.gz").read_bytes()[:5000])
@@ -180,11 +183,11 @@ def test_one_unreadable_case_fails_alone(cohort: Path, trained: Path, tmp_path: 
     assert result.returncode != 0
     for case in ("sub05", "sub06"):
         assert (tmp_path / "out" / case / f"{case}_seg.nii.gz").is_file()
-    with (tmp_path / "out" / "failures.csv").open() as f:
+    with (tmp_path / "out" / "failures.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["id"] for r in rows] == ["broken"] and "cannot be read as an image" in rows[0]["reason"]
     assert not (tmp_path / "out" / "broken").exists()
-    with (tmp_path / "out" / "metrics.csv").open() as f:
+    with (tmp_path / "out" / "metrics.csv").open(encoding="utf-8") as f:
         assert [r["id"] for r in csv.DictReader(f)] == ["sub05", "sub06"]
     assert "ERROR: RuntimeError: 1 case(s) failed (broken)" in result.stderr
 
@@ -256,7 +259,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_number_of_epochs(cohort: 
     trainer = saved["trainer"]
     assert trainer["iteration"] == 3 * trainer["epoch_length"] and trainer["max_epochs"] == 3
     assert saved["optimizer"]["state"], "the optimizer state travels with the epoch"
-    with (tmp_path / "dice_per_muscle.csv").open() as f:
+    with (tmp_path / "dice_per_muscle.csv").open(encoding="utf-8") as f:
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
     assert epochs[-1] == 3 and sorted(set(epochs)) == [1, 2, 3]
 

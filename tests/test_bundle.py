@@ -50,7 +50,7 @@ def test_training_saves_best_model_last_checkpoint_and_dice_per_muscle(trained: 
     assert {"model", "optimizer", "trainer"} <= set(torch.load(last[0], weights_only=True))
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
 
-    with (trained / "dice_per_muscle.csv").open() as f:
+    with (trained / "dice_per_muscle.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for row in rows:
@@ -121,7 +121,7 @@ def test_inference_on_real_dixon_with_disagreeing_headers(trained: Path, tmp_pat
 def test_mixed_training_with_partially_labelled_real_scan(cohort: Path, tmp_path: Path):
     phantoms = [
         {key: str(cohort / value) if key != "id" else value for key, value in entry.items()}
-        for entry in json.loads((cohort / "datalist.json").read_text())["training"]
+        for entry in json.loads((cohort / "datalist.json").read_text(encoding="utf-8"))["training"]
     ]
     tum02 = {
         "id": "TUM02",
@@ -143,7 +143,7 @@ def test_mixed_training_with_partially_labelled_real_scan(cohort: Path, tmp_path
         "--partial_fraction", "0.4",
         "--num_workers", "0",
     )  # fmt: skip
-    with (tmp_path / "run" / "dice_per_muscle.csv").open() as f:
+    with (tmp_path / "run" / "dice_per_muscle.csv").open(encoding="utf-8") as f:
         (row,) = list(csv.DictReader(f))
     scored = {ABBREVIATIONS[m] for m in MUSCLES if int(row[f"n_{ABBREVIATIONS[m]}"]) > 0}
     assert scored == {"LES+M", "RES+M"}

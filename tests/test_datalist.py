@@ -44,7 +44,7 @@ def test_all_problems_are_listed_together(tmp_path: Path):
 )
 def test_unusable_datalist_files_are_refused(tmp_path: Path, content: str, message: str):
     path = tmp_path / "datalist.json"
-    path.write_text(content)
+    path.write_text(content, encoding="utf-8")
     with pytest.raises(DatalistError, match=message):
         load_datalist(path, "training")
 

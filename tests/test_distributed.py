@@ -46,9 +46,9 @@ def test_two_process_training_writes_once_and_gathers_validation(cohort: Path, t
     assert sorted(p.name for p in out.glob("*.pt")) == ["last_checkpoint_epoch=1.pt"]
     assert [p.name for p in (out / "models").iterdir()] == ["model.pt"]
     assert len(list(out.glob("**/events.out.tfevents.*"))) == 1
-    with (out / "dice_per_muscle.csv").open() as f:
+    with (out / "dice_per_muscle.csv").open(encoding="utf-8") as f:
         (logged,) = list(csv.DictReader(f))
-    with (out / "dice_per_case.csv").open() as f:
+    with (out / "dice_per_case.csv").open(encoding="utf-8") as f:
         assert sorted(r["id"] for r in csv.DictReader(f)) == ["sub05", "sub06"]  # each validation case once
 
     # One process, the same weights, the same validation cases: the same mean Dice.
@@ -72,7 +72,7 @@ def test_two_process_training_writes_once_and_gathers_validation(cohort: Path, t
 
 
 def test_two_process_inference_segments_each_case_once(cohort: Path, trained: Path, tmp_path: Path):
-    entries = json.loads((cohort / "datalist.json").read_text())
+    entries = json.loads((cohort / "datalist.json").read_text(encoding="utf-8"))
     testing = [{k: v for k, v in e.items() if k != "label"} for e in entries["training"] + entries["validation"]][:5]
     datalist = write_datalist(tmp_path / "five.json", {"testing": testing})
     result = torchrun(
@@ -91,5 +91,5 @@ def test_two_process_inference_segments_each_case_once(cohort: Path, trained: Pa
     assert sorted(line.rsplit("/", 2)[-2] for line in written) == ids  # every case once, none twice
     for case in ids:
         assert (tmp_path / "out" / case / f"{case}_seg.nii.gz").is_file()
-    with (tmp_path / "out" / "metrics.csv").open() as f:
+    with (tmp_path / "out" / "metrics.csv").open(encoding="utf-8") as f:
         assert sorted(r["id"] for r in csv.DictReader(f)) == ids

@@ -25,7 +25,7 @@ def phantom() -> Phantom:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as f:
+    with path.open(encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
@@ -99,7 +99,7 @@ def test_muscle_missing_from_the_prediction_is_reported_not_dropped(phantom: Pha
     assert math.isinf(float(row["hd95_mm"])) and math.isinf(float(row["assd_mm"]))
     assert float(row["volume_pred_ml"]) == 0.0 and float(row["volume_diff_percent"]) == -100.0
 
-    markdown = (tmp_path / "table1.md").read_text()
+    markdown = (tmp_path / "table1.md").read_text(encoding="utf-8")
     column = COLUMNS.index(name)
     assert markdown_rows(markdown, "Dice")["miss"][column] == "0.000"
     hd95 = markdown_rows(markdown, "HD95 (mm)")
@@ -141,7 +141,7 @@ def test_evaluating_writes_csv_table_and_box_plots(cohort: Path, trained: Path, 
     for row in rows:
         assert 0 <= float(row["dice"]) <= 1
         assert float(row["volume_ref_ml"]) > 0 and row["fat_fraction_ref_percent"] != ""
-    table = markdown_rows((tmp_path / "table1.md").read_text(), "Dice")
+    table = markdown_rows((tmp_path / "table1.md").read_text(encoding="utf-8"), "Dice")
     assert list(table) == ["sub05", "sub06", "Median (iqr)", "Mean (std)", "Cases"]
     assert table["Cases"] == ["2"] * len(COLUMNS)
     for png in ("dice_boxplot.png", "hd95_boxplot.png"):

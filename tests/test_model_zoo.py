@@ -21,7 +21,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from scripts.phantom import make_phantom
 from scripts.release import build, sha256
 
-METADATA = json.loads((REPO / "configs" / "metadata.json").read_text())
+METADATA = json.loads((REPO / "configs" / "metadata.json").read_text(encoding="utf-8"))
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 MAX_FILE_BYTES = 25 * 1024 * 1024
 WEIGHTS = REPO / "models" / "model.pt"
@@ -62,13 +62,14 @@ def test_metadata_has_every_key_the_bundle_specification_requires():
 
 
 @pytest.mark.parametrize("config, kind", [("train.yaml", "train"), ("inference.yaml", "infer")])
-def test_configs_have_every_property_monai_checks(config: str, kind: str, cohort: Path):
+def test_configs_have_every_property_monai_checks(config: str, kind: str, cohort: Path, tmp_path: Path):
     workflow = ConfigWorkflow(
         config_file=str(REPO / "configs" / config),
         meta_file=str(REPO / "configs" / "metadata.json"),
         workflow_type=kind,
         bundle_root=str(REPO),
         dataset_dir=str(cohort),
+        output_dir=str(tmp_path),
         spacing=list(SMALL_SPACING),
     )
     workflow.initialize()
@@ -96,14 +97,14 @@ def test_no_file_in_git_is_over_25_mb():
 
 
 def test_weights_are_listed_with_their_sha256():
-    entries = yaml.safe_load((REPO / "large_files.yml").read_text())["large_files"]
+    entries = yaml.safe_load((REPO / "large_files.yml").read_text(encoding="utf-8"))["large_files"]
     (entry,) = [e for e in entries if e["path"] == "models/model.pt"]
     assert entry["hash_type"] == "sha256"
     assert entry["hash_val"] == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()
 
 
 def test_docs_readme_has_the_model_zoo_sections():
-    headings = set(re.findall(r"^## (.+)$", (REPO / "docs" / "README.md").read_text(), flags=re.M))
+    headings = set(re.findall(r"^## (.+)$", (REPO / "docs" / "README.md").read_text(encoding="utf-8"), flags=re.M))
     for section in (
         "Model Overview",
         "Data",

@@ -238,7 +238,7 @@ def test_outputs_are_json_ready(phantom: Phantom, report: dict):
     row = cohort_row("sub01", report)
     json.dumps([report, rows, row], allow_nan=False)
     assert len(rows) == len({row["slice"] for row in rows}) > 0
-    assert list(row)[0] == "id" and len(row) == 1 + len(MUSCLES) * len(METRICS) + 4 * 2
+    assert list(row)[0] == "id" and len(row) == 1 + len(MUSCLES) * len(METRICS) + 4 * 2 + 1  # + swap flag
     assert row["LP_volume_ml"] == report["muscles"]["LP"]["volume_ml"]
     assert (
         row["asym_erector_spinae_multifidus_volume_percent"]

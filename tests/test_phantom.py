@@ -54,7 +54,7 @@ def test_left_muscles_lie_at_negative_world_x(case: Path):
 
 def test_truth_matches_the_written_labels(case: Path):
     label, affine = load(case, "label")
-    truth = json.loads((case / "truth.json").read_text())
+    truth = json.loads((case / "truth.json").read_text(encoding="utf-8"))
     voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
     assert truth["shape"] == list(SHAPE) and truth["spacing"] == list(SPACING) and truth["seed"] == 0
     for muscle in MUSCLES:
@@ -91,7 +91,7 @@ def test_command_line_writes_cohort_and_datalist(tmp_path: Path):
     command = [sys.executable, "-m", "scripts.phantom", str(out), "--n", "6"]
     command += ["--shape", *map(str, SHAPE), "--spacing", *map(str, SPACING)]
     subprocess.run(command, cwd=REPO, check=True, capture_output=True)
-    datalist = json.loads((out / "datalist.json").read_text())
+    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     assert [len(datalist[section]) for section in ("training", "validation", "testing")] == [4, 2, 2]
     for section in ("training", "validation", "testing"):
         for entry in datalist[section]:
@@ -117,7 +117,7 @@ def test_command_line_rejects_an_empty_cohort(tmp_path: Path):
 
 def test_a_single_case_is_a_testing_only_sample(tmp_path: Path):
     make_cohort(tmp_path, n=1, shape=SHAPE, spacing=SPACING)
-    datalist = json.loads((tmp_path / "datalist.json").read_text())
+    datalist = json.loads((tmp_path / "datalist.json").read_text(encoding="utf-8"))
     assert datalist == {"testing": [datalist_entry("sub01", with_label=False)]}
     assert (tmp_path / "sub01" / "label.nii.gz").is_file()
 

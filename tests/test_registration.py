@@ -35,7 +35,7 @@ SAMPLING = 0.2
 
 
 def read_csv(path: Path) -> dict[str, dict]:
-    with path.open(newline="") as f:
+    with path.open(newline="", encoding="utf-8") as f:
         return {row["subject"]: row for row in csv.DictReader(f)}
 
 
@@ -184,7 +184,7 @@ def test_prepare_command_registers_every_subject_onto_one_grid_and_splits(raw: P
             # 2 mm: the fixed grid is 7.5 x 7.5 x 7.8 mm
             np.testing.assert_allclose([float(row[f"translation_{axis}_mm"]) for axis in "xyz"], shift_mm, atol=2.0)
 
-    datalist = json.loads((out / "datalist.json").read_text())
+    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     labelled = [e["id"] for e in datalist["training"] + datalist["validation"]]
     assert sorted(labelled) == ["sub01", "sub02", "sub03"] and len(datalist["validation"]) == 1  # 30 % of 3
     assert [e["id"] for e in datalist["testing"]] == ["sub04"]
@@ -259,7 +259,7 @@ def test_unreadable_subject_is_reported_and_the_others_complete(raw: Path, tmp_p
     assert rows["sub02"]["status"] == "failed" and "fat.nii.gz cannot be read" in rows["sub02"]["reason"]
     assert {rows[s]["status"] for s in ("sub01", "sub04")} == {"reference", "registered"}
     assert not (out / "sub02").exists()
-    datalist = json.loads((out / "datalist.json").read_text())
+    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     assert [e["id"] for section in datalist.values() for e in section] == ["sub01", "sub04"]
 
 
