@@ -12,6 +12,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImaged
 
+from scripts.geometry import spacing_and_direction
+
 ORTHONORMAL_TOL = 1e-3
 
 
@@ -49,10 +51,9 @@ def image_problem(img: MetaTensor) -> str | None:
     if not data.any():
         return "is all zero"
     linear = img.affine.numpy()[:3, :3]
-    spacing = np.linalg.norm(linear, axis=0)
-    if (spacing <= 0).any():
+    if (np.linalg.norm(linear, axis=0) <= 0).any():
         return f"has a voxel size of zero in its header (affine {linear.tolist()})"
-    direction = linear / spacing
+    _, direction = spacing_and_direction(img.affine.numpy())
     deviation = float(np.abs(direction.T @ direction - np.eye(3)).max())
     if deviation > ORTHONORMAL_TOL:
         return f"has a direction matrix whose axes are not orthonormal (off by {deviation:.3g}): a sheared header"

@@ -39,6 +39,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from scripts.atomic import write_atomically
+from scripts.geometry import Grid
 from scripts.image_checks import dicom_folder_problem
 from scripts.registration import Pose, RigidRegistration, resample, target_grid
 
@@ -101,26 +102,27 @@ def read_image(path: Path, pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
 def match_first_header(images: dict[str, sitk.Image], sources: dict[str, Path]) -> None:
     """Give every image the header of the first one where both hold the same voxels, in place.
 
-    The same rule as ``scripts.transforms.MatchCaseGeometryd``, on SimpleITK images: same size,
-    directions within 1e-3 and spacing within 1 % are the same voxels, and a remaining header
-    difference (typically an origin of zero in one export) is logged and overwritten; otherwise
-    the files truly differ and the subject is refused. Voxel data is untouched.
+    The rule of ``scripts.geometry.Grid.header_difference`` (as ``MatchCaseGeometryd``), on
+    SimpleITK images: a remaining header difference (typically an origin of zero in one export)
+    is logged and overwritten; files that truly differ refuse the subject. Voxel data is untouched.
     """
     first_name, first = next(iter(images.items()))
+    first_grid = sitk_grid(first)
     for name, image in list(images.items())[1:]:
         names = f"{name} {sources[name]} vs {first_name} {sources[first_name]}"
-        if image.GetSize() != first.GetSize():
-            raise ValueError(f"{names}: sizes differ ({image.GetSize()} vs {first.GetSize()})")
-        if np.abs(np.subtract(image.GetDirection(), first.GetDirection())).max() > 1e-3:
-            raise ValueError(f"{names}: orientations differ ({image.GetDirection()} vs {first.GetDirection()})")
-        if np.abs(np.divide(image.GetSpacing(), first.GetSpacing()) - 1).max() > 0.01:
-            raise ValueError(f"{names}: voxel sizes differ ({image.GetSpacing()} vs {first.GetSpacing()} mm)")
-        shift = float(np.abs(np.subtract(image.GetOrigin(), first.GetOrigin())).max())
-        if shift > 0.1 or not np.allclose(image.GetSpacing(), first.GetSpacing(), rtol=1e-6):
-            logger.warning(
-                "%s: same voxels but headers differ (origin by %.1f mm); using %s's", names, shift, first_name
-            )
+        difference = sitk_grid(image).header_difference(first_grid, names)
+        if difference:
+            logger.warning("%s; using %s's", difference, first_name)
         image.CopyInformation(first)
+
+
+def sitk_grid(image: sitk.Image) -> Grid:
+    return Grid(
+        image.GetSize(),
+        np.asarray(image.GetSpacing()),
+        np.asarray(image.GetDirection()).reshape(3, 3),
+        np.asarray(image.GetOrigin()),
+    )
 
 
 def read_subject(subject_dir: Path) -> dict[str, sitk.Image]:

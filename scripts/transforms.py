@@ -13,16 +13,10 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_dst_type
 
+from scripts.geometry import Grid, spacing_and_direction
 from scripts.labels import ANNOTATED, MUSCLES, NUM_CLASSES, SWAP_LEFT_RIGHT
 
 logger = logging.getLogger(__name__)
-
-
-def spacing_and_direction(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel size (mm) and unit direction columns of a 4×4 voxel-to-world affine."""
-    linear = np.asarray(affine, dtype=np.float64)[:3, :3]
-    spacing = np.linalg.norm(linear, axis=0)
-    return spacing, linear / spacing
 
 
 def left_right_axis(affine: np.ndarray) -> int:
@@ -42,8 +36,8 @@ class MatchCaseGeometryd(MapTransform):
     exported headers often disagree (a missing sform, an origin of zero, spacing rounded
     differently). The rule:
 
-    - same array shape, directions within ``direction_tol`` and spacing within
-      ``spacing_rtol``: the arrays are the same voxels. Any remaining header difference
+    - same array shape, directions within 1e-3 and spacing within 1 %
+      (``scripts.geometry``): the arrays are the same voxels. Any remaining header difference
       (typically the origin) is logged as a warning and the reference header is copied,
       so the images and the label stay voxel-aligned;
     - a different shape, direction or spacing: the images truly differ, and the case is
@@ -52,47 +46,20 @@ class MatchCaseGeometryd(MapTransform):
     The reference is the first of ``keys`` present in the case; image data is untouched.
     """
 
-    def __init__(
-        self,
-        keys: KeysCollection,
-        spacing_rtol: float = 0.01,
-        direction_tol: float = 1e-3,
-        origin_tol_mm: float = 0.1,
-        allow_missing_keys: bool = True,
-    ) -> None:
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = True) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.spacing_rtol = spacing_rtol
-        self.direction_tol = direction_tol
-        self.origin_tol_mm = origin_tol_mm
 
     def __call__(self, data: Mapping[Hashable, MetaTensor]) -> dict[Hashable, MetaTensor]:
         d = dict(data)
         present = list(self.key_iterator(d))
         reference = d[present[0]]
-        ref_affine = reference.affine.numpy()
-        ref_spacing, ref_direction = spacing_and_direction(ref_affine)
+        ref_grid = Grid.from_affine(tuple(reference.shape[1:]), reference.affine.numpy())
         for key in present[1:]:
             img = d[key]
             names = f"{key} {_source(img)} vs {present[0]} {_source(reference)}"
-            if img.shape[1:] != reference.shape[1:]:
-                raise ValueError(f"{names}: shapes differ ({tuple(img.shape[1:])} vs {tuple(reference.shape[1:])})")
-            affine = img.affine.numpy()
-            spacing, direction = spacing_and_direction(affine)
-            if np.abs(direction - ref_direction).max() > self.direction_tol:
-                raise ValueError(f"{names}: orientations differ (direction cosines {direction} vs {ref_direction})")
-            if np.abs(spacing / ref_spacing - 1).max() > self.spacing_rtol:
-                raise ValueError(f"{names}: voxel sizes differ ({spacing} vs {ref_spacing} mm)")
-            shift = float(np.abs(affine[:3, 3] - ref_affine[:3, 3]).max())
-            if shift > self.origin_tol_mm or not np.allclose(spacing, ref_spacing, rtol=1e-6):
-                logger.warning(
-                    "%s: same voxel grid but headers differ (origin by up to %.1f mm, spacing %s vs %s mm); "
-                    "using the header of %s",
-                    names,
-                    shift,
-                    np.round(spacing, 4),
-                    np.round(ref_spacing, 4),
-                    present[0],
-                )
+            difference = Grid.from_affine(tuple(img.shape[1:]), img.affine.numpy()).header_difference(ref_grid, names)
+            if difference:
+                logger.warning("%s; using the header of %s", difference, present[0])
             img.affine = reference.affine.clone()
         return d
 
