@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 
@@ -26,3 +27,20 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def write_csv_atomically(
+    path: str | os.PathLike, rows: Iterable[dict], fieldnames: Sequence[str] | None = None
+) -> Path:
+    """Write ``rows`` (dicts) as a CSV file with a header, whole or not at all; the columns are ``fieldnames``, else
+    the first row's keys."""
+    rows = list(rows)
+    columns = list(fieldnames) if fieldnames is not None else list(rows[0]) if rows else []
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return write_atomically(path, write)

@@ -12,7 +12,6 @@ Report existing segmentations (manual ones, say) listed with ``label`` in a data
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 from collections.abc import Hashable, Mapping
@@ -23,7 +22,7 @@ import numpy as np
 from monai.transforms import Compose, MapTransform
 from tqdm import tqdm
 
-from scripts.atomic import write_atomically
+from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.datalist import IMAGE_KEYS, load_datalist
 from scripts.image_checks import CheckedLoadImaged
 from scripts.muscle_metrics import (
@@ -40,16 +39,6 @@ from scripts.transforms import MapLabelsd, MatchCaseGeometryd
 logger = logging.getLogger(__name__)
 METRICS_CSV = "metrics.csv"
 DIXON_KEYS = ("water", "fat", "inphase", "outphase")
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    def write(temporary: Path) -> None:
-        with temporary.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-            writer.writeheader()
-            writer.writerows(rows)
-
-    write_atomically(path, write)
 
 
 def write_case_report(
@@ -85,7 +74,7 @@ def write_case_report(
     write_atomically(
         case_dir / f"{case_id}_metrics.json", lambda p: p.write_text(json.dumps(report, indent=1), encoding="utf-8")
     )
-    _write_csv(case_dir / f"{case_id}_slices.csv", slice_rows(label, affine, fat_fraction))
+    write_csv_atomically(case_dir / f"{case_id}_slices.csv", slice_rows(label, affine, fat_fraction))
     inphase = images.get("inphase")
     if inphase is None and images.get("water") is not None and images.get("fat") is not None:
         inphase = images["water"] + images["fat"]
@@ -105,7 +94,7 @@ def write_cohort_csv(output_dir: str | Path) -> Path:
         if r.name == f"{r.parent.name}_metrics.json"
     ]
     path = output_dir / METRICS_CSV
-    _write_csv(path, rows)
+    write_csv_atomically(path, rows)
     return path
 
 

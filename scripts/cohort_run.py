@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -20,7 +19,7 @@ from pathlib import Path
 from ignite.engine import Engine, Events
 from torch.utils.data import IterableDataset, get_worker_info
 
-from scripts.atomic import write_atomically
+from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.distributed import barrier, is_main_process
 
 logger = logging.getLogger(__name__)
@@ -129,11 +128,5 @@ class FailureReport:
         if not is_main_process():
             raise RuntimeError(f"{len(records)} case(s) failed; reasons in {path}")
 
-        def write(temporary: Path) -> None:
-            with temporary.open("w", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                writer.writerow(["id", "reason"])
-                writer.writerows([r.stem, r.read_text(encoding="utf-8")] for r in records)
-
-        write_atomically(path, write)
+        write_csv_atomically(path, [{"id": r.stem, "reason": r.read_text(encoding="utf-8")} for r in records])
         raise RuntimeError(f"{len(records)} case(s) failed ({', '.join(r.stem for r in records)}); reasons in {path}")

@@ -18,7 +18,6 @@ distances, which enter the statistics as they are.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from monai.data.utils import affine_to_spacing
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, SurfaceDistanceMetric
 from scipy.ndimage import find_objects
 
-from scripts.atomic import write_atomically
+from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.labels import ABBREVIATIONS, ANNOTATED, MUSCLES
 from scripts.muscle_metrics import DEFAULT_NOISE_FLOOR, fat_fraction_map, muscle_report
 
@@ -236,13 +235,8 @@ def write_evaluation(output_dir: str | Path, rows: Sequence[dict[str, Any]]) -> 
     """Write ``evaluation.csv``, ``table1.md``, ``dice_boxplot.png`` and ``hd95_boxplot.png`` to ``output_dir``."""
     output_dir = Path(output_dir)
 
-    def write_csv(path: Path) -> None:
-        with path.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=ROW_FIELDS)
-            writer.writeheader()
-            writer.writerows({k: _csv_value(v) for k, v in row.items()} for row in rows)
-
-    write_atomically(output_dir / "evaluation.csv", write_csv)
+    csv_rows = ({k: _csv_value(v) for k, v in row.items()} for row in rows)
+    write_csv_atomically(output_dir / "evaluation.csv", csv_rows, ROW_FIELDS)
     write_atomically(output_dir / "table1.md", lambda path: path.write_text(table1_markdown(rows), encoding="utf-8"))
     for field, ylabel, name in (("dice", "Dice", "dice_boxplot.png"), ("hd95_mm", "HD95 (mm)", "hd95_boxplot.png")):
         figure = boxplot_figure(per_case(rows, field), ylabel)

@@ -38,7 +38,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from scripts.atomic import write_atomically
+from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.geometry import Grid
 from scripts.image_checks import dicom_folder_problem
 from scripts.registration import Pose, RigidRegistration, resample, target_grid
@@ -225,13 +225,7 @@ def read_log(path: Path) -> dict[str, dict]:
 def write_log(path: Path, rows: dict[str, dict]) -> None:
     """Write registration.csv, one row per subject in sorted order."""
 
-    def write(temporary: Path) -> None:
-        with temporary.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows[subject] for subject in sorted(rows))
-
-    write_atomically(path, write)
+    write_csv_atomically(path, (rows[subject] for subject in sorted(rows)), CSV_COLUMNS)
 
 
 def check_grid_settings(dataset_dir: Path, reference: str, spacing: Sequence[float]) -> None:
