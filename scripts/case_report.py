@@ -98,7 +98,7 @@ def write_cohort_csv(output_dir: str | Path) -> Path:
     return path
 
 
-def _array(value: Any) -> np.ndarray | None:
+def as_volume(value: Any) -> np.ndarray | None:
     """A channel-first (1, X, Y, Z) image of the case as a 3-D numpy array."""
     return None if value is None else np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)[0]
 
@@ -119,8 +119,8 @@ class CaseReportd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             seg = d[key]
-            label = _array(seg).astype(np.uint8)
-            images = {k: _array(d.get(k)) for k in DIXON_KEYS}
+            label = as_volume(seg).astype(np.uint8)
+            images = {k: as_volume(d.get(k)) for k in DIXON_KEYS}
             write_case_report(self.output_dir, str(d["id"]), label, seg.affine.cpu().numpy(), images, self.noise_floor)
         return d
 
@@ -142,8 +142,10 @@ def report_existing(datalist: Path, dataset_dir: Path, output_dir: Path, noise_f
     for case_id, entry in tqdm(sorted(entries.items()), desc="reports", unit="case"):
         entry = {("inphase" if k == "image" else k): v for k, v in entry.items()}
         case = load(entry)
-        images = {k: _array(case.get(k)) for k in DIXON_KEYS}
-        write_case_report(output_dir, case_id, _array(case["label"]), case["label"].affine.numpy(), images, noise_floor)
+        images = {k: as_volume(case.get(k)) for k in DIXON_KEYS}
+        write_case_report(
+            output_dir, case_id, as_volume(case["label"]), case["label"].affine.numpy(), images, noise_floor
+        )
     return write_cohort_csv(output_dir)
 
 

@@ -34,6 +34,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric, SurfaceDistanceMe
 from scipy.ndimage import find_objects
 
 from scripts.atomic import write_atomically, write_csv_atomically
+from scripts.case_report import as_volume
 from scripts.labels import ABBREVIATIONS, ANNOTATED, MUSCLES
 from scripts.muscle_metrics import DEFAULT_NOISE_FLOOR, fat_fraction_map, muscle_report
 
@@ -243,11 +244,6 @@ def write_evaluation(output_dir: str | Path, rows: Sequence[dict[str, Any]]) -> 
         write_atomically(output_dir / name, lambda path: figure.savefig(path, format="png", dpi=120))
 
 
-def _array(value: Any) -> np.ndarray:
-    """A channel-first (1, X, Y, Z) tensor as a 3-D numpy array."""
-    return np.asarray(torch.as_tensor(value).detach().cpu())[0]
-
-
 class EvaluationWriter:
     """Ignite handler for an evaluator run: score every case against its reference, then write the evaluation files.
 
@@ -282,14 +278,14 @@ class EvaluationWriter:
             annotated = None if mask is None else torch.as_tensor(mask).reshape(-1).bool().tolist()
             water, fat = batch.get("water"), batch.get("fat")
             fat_fraction, _ = fat_fraction_map(
-                water=None if water is None else _array(water),
-                fat=None if fat is None else _array(fat),
+                water=as_volume(water),
+                fat=as_volume(fat),
                 noise_floor=self.noise_floor,
             )
             self.rows += case_rows(
                 str(batch["id"]),
-                _array(output[self.pred_key]).astype(np.uint8),
-                _array(reference).astype(np.uint8),
+                as_volume(output[self.pred_key]).astype(np.uint8),
+                as_volume(reference).astype(np.uint8),
                 reference.affine.cpu().numpy(),
                 annotated,
                 fat_fraction,

@@ -21,13 +21,18 @@ SMALL_SPACING = (3.75, 3.75, 7.8)
 SPACING_ARG = "[3.75,3.75,7.8]"
 
 
-def run_bundle(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle run ...`` from the repository root, as a user would."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
+def run_module(module: str, *args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> ...`` (from the repository root unless ``cwd``), as a user would."""
+    cmd = [sys.executable, "-m", module, *args]
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, encoding="utf-8", errors="replace")
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def run_bundle(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run ...``"""
+    return run_module("monai.bundle", "run", *args, check=check)
 
 
 @pytest.fixture(scope="session")

@@ -5,30 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, SPACING_ARG, write_datalist
+from conftest import REPO, SPACING_ARG, run_module, write_datalist
 from monai.bundle import ConfigWorkflow
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        "-m",
-        "monai.bundle",
-        "run",
-        *args,
-    ]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+    """Two processes, each running ``python -m monai.bundle run ...``."""
+    return run_module("torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", *args)
 
 
 def test_two_process_training_writes_once_and_gathers_validation(cohort: Path, tmp_path: Path):

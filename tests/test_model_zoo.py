@@ -15,7 +15,7 @@ import onnxruntime
 import pytest
 import torch
 import yaml
-from conftest import REPO, SMALL_SHAPE, SMALL_SPACING
+from conftest import REPO, SMALL_SHAPE, SMALL_SPACING, run_module
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.phantom import make_phantom
@@ -28,10 +28,7 @@ WEIGHTS = REPO / "models" / "model.pt"
 
 
 def bundle_cli(*args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", *args]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace")
-    assert result.returncode == 0, f"{' '.join(cmd)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+    return run_module("monai.bundle", *args)
 
 
 @pytest.mark.parametrize("path", ["configs/metadata.json", "LICENSE", "models/model.pt", "configs/inference.yaml"])
