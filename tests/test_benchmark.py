@@ -1,0 +1,37 @@
+"""The benchmark runs the bundle's own trainer and inference and reports every row it promises."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from scripts import benchmark
+
+
+def test_benchmark_reports_training_and_inference_rows_for_the_cpu(tmp_path: Path, capsys):
+    report = tmp_path / "benchmark.json"
+    benchmark.main(
+        ["--devices", "cpu", "--cases", "3", "--shape", "64", "64", "32", "--spacing", "3", "3", "6"]
+        + ["--cpu-steps", "1", "--patch", "32", "32", "16", "--workers", "1"]
+        + ["--workdir", str(tmp_path / "work"), "--json", str(report)]
+    )
+    rows = json.loads(report.read_text(encoding="utf-8"))["rows"]
+    whats = [r["what"] for r in rows]
+    assert whats == [
+        "training, whole volume",
+        "published schedule projected, whole volume",
+        "training, patch [32, 32, 16], batch 2",
+        "published schedule projected, patch [32, 32, 16], batch 2",
+        "inference, network alone",
+        "inference, end to end (NIfTI to segmentation and report)",
+    ]
+    assert all(r["device"].startswith("cpu (") and math.isfinite(r["value"]) and r["value"] > 0 for r in rows)
+    by_what = {r["what"]: r["value"] for r in rows}
+    projected = benchmark.PUBLISHED_VOLUME_STEPS / by_what["training, whole volume"] / 60
+    assert math.isclose(by_what["published schedule projected, whole volume"], projected, rel_tol=0.01)
+    # End to end includes the network, so it cannot be faster than the network alone.
+    assert by_what["inference, end to end (NIfTI to segmentation and report)"] > by_what["inference, network alone"]
+    # The segmentations and reports the end-to-end row timed are on disk.
+    assert list((tmp_path / "work" / "infer").glob("*/*_seg.nii.gz"))
+    assert "| device | what | value | unit |" in capsys.readouterr().out
