@@ -121,7 +121,11 @@ class CaseReportd(MapTransform):
             seg = d[key]
             label = as_volume(seg).astype(np.uint8)
             images = {k: as_volume(d.get(k)) for k in DIXON_KEYS}
-            write_case_report(self.output_dir, str(d["id"]), label, seg.affine.cpu().numpy(), images, self.noise_floor)
+            case_id = str(d["id"])
+            write_case_report(self.output_dir, case_id, label, seg.affine.cpu().numpy(), images, self.noise_floor)
+            logger.info(
+                "%s: segmentation, report and QC picture written to %s", case_id, Path(self.output_dir) / case_id
+            )
         return d
 
 

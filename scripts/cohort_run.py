@@ -63,11 +63,10 @@ def cases_to_run(
             "Choose another --output_dir, or pass --overwrite true to replace them."
         )
     write_atomically(previous_path, lambda p: p.write_text(json.dumps(run, indent=1), encoding="utf-8"))
-    if overwrite:
-        return list(entries)
-    todo = [e for e in entries if not all(p.is_file() for p in case_outputs(output_dir, str(e["id"])))]
+    todo = [e for e in entries if overwrite or not all(p.is_file() for p in case_outputs(output_dir, str(e["id"])))]
     if len(todo) < len(entries):
         logger.info("%d of %d cases already done in %s: skipped", len(entries) - len(todo), len(entries), output_dir)
+    logger.info("%d case(s) to segment into %s", len(todo), output_dir)
     return todo
 
 
