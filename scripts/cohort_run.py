@@ -102,13 +102,18 @@ class FaultTolerantCases(IterableDataset):
 class FailureReport:
     """Clear old failure records when inference starts; at its end write ``failures.csv`` (id, reason) and
     raise if any case failed, so the command exits non-zero after the other cases are done. With several ranks,
-    rank 0 clears and writes, and every rank raises."""
+    rank 0 clears and writes, and every rank raises.
+
+    When cases fail, the loader runs out before the epoch length (the number of cases); the epoch
+    ends there, where Ignite would otherwise start the loader again and segment cases twice.
+    """
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = Path(output_dir)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.clear)
+        engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, lambda e: e.terminate_epoch())
         engine.add_event_handler(Events.COMPLETED, self.report)
 
     def clear(self, _: Engine) -> None:

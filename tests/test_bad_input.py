@@ -190,6 +190,13 @@ def test_one_unreadable_case_fails_alone(cohort: Path, trained: Path, tmp_path: 
     with (tmp_path / "out" / "metrics.csv").open(encoding="utf-8") as f:
         assert [r["id"] for r in csv.DictReader(f)] == ["sub05", "sub06"]
     assert "ERROR: RuntimeError: 1 case(s) failed (broken)" in result.stderr
+    # Each good case segmented once, and the progress bar counted against the three cases.
+    output = result.stdout + result.stderr
+    assert [output.count(f"{case}: segmentation, report and QC picture written") for case in ("sub05", "sub06")] == [
+        1,
+        1,
+    ]
+    assert "[2/3]" in output and "/?]" not in output
 
 
 def test_rerun_skips_done_cases_and_refuses_a_different_run(cohort: Path, trained: Path, tmp_path: Path):
