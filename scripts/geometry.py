@@ -18,6 +18,12 @@ def spacing_and_direction(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return spacing, linear / spacing
 
 
+def closest_array_axis(affine: np.ndarray, world_axis: int) -> int:
+    """The array axis whose direction runs closest to world axis ``world_axis`` (0 x, 1 y, 2 z; RAS+)."""
+    _, direction = spacing_and_direction(affine)
+    return int(np.argmax(np.abs(direction[world_axis])))
+
+
 @dataclass(frozen=True)
 class Grid:
     """Where an image's voxels lie: array shape, voxel size (mm), direction cosines and origin (mm)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scripts.geometry import closest_array_axis, spacing_and_direction
 from scripts.labels import ABBREVIATIONS, LABELS, LEFT_RIGHT_PAIRS, MUSCLES, NUM_CLASSES
 
 DEFAULT_NOISE_FLOOR = 0.02
@@ -81,8 +82,7 @@ def _same_shape_float(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray
 
 def slice_axis(affine: np.ndarray) -> int:
     """The array axis whose direction is closest to world z (S–I): the axis across which axial slices lie."""
-    directions = _checked_affine(affine)[:3, :3]
-    return int(np.argmax(np.abs(directions[2]) / np.linalg.norm(directions, axis=0)))
+    return closest_array_axis(_checked_affine(affine), 2)
 
 
 def _checked_affine(affine: np.ndarray) -> np.ndarray:
@@ -108,7 +108,7 @@ def slice_geometry(shape: tuple[int, ...], affine: np.ndarray) -> SliceGeometry:
     centre), which is the whole slice's z unless the slices are tilted."""
     affine = _checked_affine(affine)
     axis = slice_axis(affine)
-    voxel_size = np.linalg.norm(affine[:3, :3], axis=0)
+    voxel_size, _ = spacing_and_direction(affine)
     centre = (np.asarray(shape, np.float64) - 1) / 2
     z_mm = affine[2, :3] @ centre + affine[2, 3] + affine[2, axis] * (np.arange(shape[axis]) - centre[axis])
     return SliceGeometry(

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from scripts.atomic import write_atomically
+from scripts.geometry import spacing_and_direction
 from scripts.labels import ABBREVIATIONS, LABELS, LEFT_RIGHT_PAIRS, MUSCLES
 from scripts.muscle_metrics import PAIR_NAMES, slice_axis, slice_geometry, slice_rows
 
@@ -109,7 +110,8 @@ def axial_view(volume: np.ndarray, index: int, affine: np.ndarray) -> tuple[np.n
     read from the affine rather than the array order; returns it with its (row, column) pixel size in mm."""
     axis = slice_axis(affine)
     in_plane = [a for a in range(3) if a != axis]
-    directions = affine[:3, in_plane] / np.linalg.norm(affine[:3, in_plane], axis=0)
+    spacing, direction = spacing_and_direction(affine)
+    sizes, directions = spacing[in_plane], direction[:, in_plane]
     column_axis = int(np.argmax(np.abs(directions[0])))  # of the two in-plane axes, the one closest to world x
     row_axis = 1 - column_axis
     view = np.take(volume, index, axis=axis)
@@ -119,7 +121,6 @@ def axial_view(volume: np.ndarray, index: int, affine: np.ndarray) -> tuple[np.n
         view = view[:, ::-1]
     if directions[1, row_axis] > 0:  # index grows anteriorly: reverse to put anterior on top
         view = view[::-1, :]
-    sizes = np.linalg.norm(affine[:3, in_plane], axis=0)
     return view, (float(sizes[row_axis]), float(sizes[column_axis]))
 
 

@@ -6,23 +6,16 @@ import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_dst_type
 
-from scripts.geometry import Grid, spacing_and_direction
+from scripts.geometry import Grid, closest_array_axis
 from scripts.labels import ANNOTATED, MUSCLES, NUM_CLASSES, SWAP_LEFT_RIGHT
 
 logger = logging.getLogger(__name__)
-
-
-def left_right_axis(affine: np.ndarray) -> int:
-    """The array axis that runs closest to world x (the subject's left-right axis in RAS+)."""
-    _, direction = spacing_and_direction(affine)
-    return int(np.argmax(np.abs(direction[0])))
 
 
 def _source(img: MetaTensor) -> str:
@@ -160,7 +153,7 @@ class RandLeftRightFlipd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         keys = list(self.key_iterator(d))
-        dim = 1 + left_right_axis(d[keys[0]].affine.numpy())  # +1: channel first
+        dim = 1 + closest_array_axis(d[keys[0]].affine.numpy(), 0)  # world x, the subject's left-right; +1: channel
         for key in keys:
             flipped = torch.flip(d[key], dims=(dim,))
             if key in self.label_keys:
