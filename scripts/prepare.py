@@ -224,7 +224,6 @@ def read_log(path: Path) -> dict[str, dict]:
 
 def write_log(path: Path, rows: dict[str, dict]) -> None:
     """Write registration.csv, one row per subject in sorted order."""
-
     write_csv_atomically(path, (rows[subject] for subject in sorted(rows)), CSV_COLUMNS)
 
 

@@ -10,11 +10,12 @@ large_files.yml. Tests, caches, hidden files and training outputs stay out.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from scripts.cohort_run import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "lumbar_muscle_dixon_segmentation"
@@ -57,15 +58,11 @@ def build(out_dir: Path, root: Path = REPO) -> Path:
     return archive
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scripts.release", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "dist", help="folder for the archive (default dist/)")
     archive = build(parser.parse_args(argv).out)
-    print(f"{archive}  sha256 {sha256(archive)}")
+    print(f"{archive}  sha256 {file_sha256(archive)}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ import yaml
 from conftest import REPO, SMALL_SHAPE, SMALL_SPACING, run_module
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from scripts.cohort_run import file_sha256
 from scripts.phantom import make_phantom
-from scripts.release import build, sha256
+from scripts.release import build
 
 METADATA = json.loads((REPO / "configs" / "metadata.json").read_text(encoding="utf-8"))
 SCHEMA = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
@@ -176,4 +177,4 @@ def test_release_archive_holds_the_bundle_only(tmp_path: Path):
         capture_output=True,
         text=True,
     ).stdout
-    assert sha256(tmp_path / "cli" / archive.name) in printed
+    assert file_sha256(tmp_path / "cli" / archive.name) in printed
