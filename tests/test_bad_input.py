@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import REPO, SPACING_ARG, run_bundle, write_datalist
+from conftest import REPO, SPACING_ARG, infer, read_csv, run_bundle, write_datalist, write_dicom_series
 
 from scripts.atomic import write_atomically
 from scripts.case_report import write_case_report
@@ -88,34 +87,21 @@ def test_water_and_fat_of_different_shapes_are_refused(tmp_path: Path):
         MatchCaseGeometryd(["water", "fat"])(case)
 
 
-def write_dicom_series(folder: Path, uid: str, description: str, slices: int = 3) -> None:
-    """A tiny MR series: one file per slice, tagged with its series UID."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(slices):
-        image = sitk.GetImageFromArray((np.arange(64, dtype=np.int16).reshape(8, 8) + z))
-        for tag, value in {
-            "0008|0060": "MR",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",
-            "0020|000e": uid,
-            "0008|103e": description,
-            "0020|0013": str(z + 1),
-            "0020|0032": f"0\\0\\{3.0 * z}",
-            "0020|0037": "1\\0\\0\\0\\1\\0",
-            "0008|0018": f"{uid}.{z + 1}",
-        }.items():
-            image.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{uid[-3:]}_{z}.dcm"))
-        writer.Execute(image)
+def tiny_series() -> sitk.Image:
+    """Three 8 x 8 slices 3 mm apart."""
+    image = sitk.GetImageFromArray(
+        np.arange(64, dtype=np.int16).reshape(1, 8, 8) + np.arange(3, dtype=np.int16)[:, None, None]
+    )
+    image.SetSpacing((1.0, 1.0, 3.0))
+    return image
 
 
 def test_dicom_folders_without_one_series_are_listed_up_front(tmp_path: Path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("not an image", encoding="utf-8")
-    write_dicom_series(tmp_path / "two", "1.2.826.0.1.3680043.2.1125.101", "water")
-    write_dicom_series(tmp_path / "two", "1.2.826.0.1.3680043.2.1125.102", "fat")
-    write_dicom_series(tmp_path / "one", "1.2.826.0.1.3680043.2.1125.103", "in-phase")
+    write_dicom_series(tiny_series(), tmp_path / "two", "1.2.826.0.1.3680043.2.1125.101", "water")
+    write_dicom_series(tiny_series(), tmp_path / "two", "1.2.826.0.1.3680043.2.1125.102", "fat")
+    write_dicom_series(tiny_series(), tmp_path / "one", "1.2.826.0.1.3680043.2.1125.103", "in-phase")
     datalist = write_datalist(
         tmp_path / "datalist.json",
         {"testing": [{"id": "a", "image": "notes"}, {"id": "b", "image": "two"}, {"id": "c", "image": "one"}]},
@@ -159,19 +145,6 @@ def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
-def infer(dataset_dir: Path, output_dir: Path, ckpt: Path, *extra: str, check: bool = True):
-    return run_bundle(
-        "inference",
-        "--config_file", "configs/inference.yaml",
-        "--dataset_dir", str(dataset_dir),
-        "--output_dir", str(output_dir),
-        "--ckpt_path", str(ckpt),
-        "--num_workers", "0",
-        *extra,
-        check=check,
-    )  # fmt: skip
-
-
 def test_one_unreadable_case_fails_alone(cohort: Path, trained: Path, tmp_path: Path):
     entries = json.loads((cohort / "datalist.json").read_text(encoding="utf-8"))["testing"]
     testing = [{k: str(cohort / v) if k != "id" else v for k, v in e.items()} for e in entries]
@@ -183,12 +156,10 @@ def test_one_unreadable_case_fails_alone(cohort: Path, trained: Path, tmp_path: 
     assert result.returncode != 0
     for case in ("sub05", "sub06"):
         assert (tmp_path / "out" / case / f"{case}_seg.nii.gz").is_file()
-    with (tmp_path / "out" / "failures.csv").open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(tmp_path / "out" / "failures.csv")
     assert [r["id"] for r in rows] == ["broken"] and "cannot be read as an image" in rows[0]["reason"]
     assert not (tmp_path / "out" / "broken").exists()
-    with (tmp_path / "out" / "metrics.csv").open(encoding="utf-8") as f:
-        assert [r["id"] for r in csv.DictReader(f)] == ["sub05", "sub06"]
+    assert [r["id"] for r in read_csv(tmp_path / "out" / "metrics.csv")] == ["sub05", "sub06"]
     assert "ERROR: RuntimeError: 1 case(s) failed (broken)" in result.stderr
     # Each good case segmented once, and the progress bar counted against the three cases.
     output = result.stdout + result.stderr
@@ -266,8 +237,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_number_of_epochs(cohort: 
     trainer = saved["trainer"]
     assert trainer["iteration"] == 3 * trainer["epoch_length"] and trainer["max_epochs"] == 3
     assert saved["optimizer"]["state"], "the optimizer state travels with the epoch"
-    with (tmp_path / "dice_per_muscle.csv").open(encoding="utf-8") as f:
-        epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
+    epochs = [int(r["epoch"]) for r in read_csv(tmp_path / "dice_per_muscle.csv")]
     assert epochs[-1] == 3 and sorted(set(epochs)) == [1, 2, 3]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -11,22 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, SPACING_ARG, TUM02, run_bundle, save_reoriented, write_datalist
+from conftest import REPO, SPACING_ARG, TUM02, infer, read_csv, run_bundle, save_reoriented, write_datalist
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.labels import ABBREVIATIONS, MUSCLES, NUM_CLASSES
-
-
-def infer(dataset_dir: Path, output_dir: Path, ckpt: Path, *extra: str, run_id: str = "inference"):
-    return run_bundle(
-        run_id,
-        "--config_file", "configs/inference.yaml",
-        "--dataset_dir", str(dataset_dir),
-        "--output_dir", str(output_dir),
-        "--ckpt_path", str(ckpt),
-        "--num_workers", "0",
-        *extra,
-    )  # fmt: skip
 
 
 def assert_segmentation_of(seg_path: Path, input_path: Path) -> np.ndarray:
@@ -50,8 +37,7 @@ def test_training_saves_best_model_last_checkpoint_and_dice_per_muscle(trained: 
     assert {"model", "optimizer", "trainer"} <= set(torch.load(last[0], weights_only=True))
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
 
-    with (trained / "dice_per_muscle.csv").open(encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(trained / "dice_per_muscle.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for row in rows:
         for muscle in MUSCLES:
@@ -143,8 +129,7 @@ def test_mixed_training_with_partially_labelled_real_scan(cohort: Path, tmp_path
         "--partial_fraction", "0.4",
         "--num_workers", "0",
     )  # fmt: skip
-    with (tmp_path / "run" / "dice_per_muscle.csv").open(encoding="utf-8") as f:
-        (row,) = list(csv.DictReader(f))
+    (row,) = read_csv(tmp_path / "run" / "dice_per_muscle.csv")
     scored = {ABBREVIATIONS[m] for m in MUSCLES if int(row[f"n_{ABBREVIATIONS[m]}"]) > 0}
     assert scored == {"LES+M", "RES+M"}
     assert all(row[ABBREVIATIONS[m]] == "" for m in MUSCLES if ABBREVIATIONS[m] not in scored)

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TUM02, run_module, save_reoriented, write_datalist
+from conftest import REPO, TUM02, reoriented, run_module, save_reoriented, write_datalist
 from monai.bundle import ConfigParser
 
 from scripts.labels import MUSCLES
@@ -70,10 +70,7 @@ def test_shipped_weights_segment_real_erector_spinae_in_any_storage_order(tmp_pa
     right, left = np.isin(manual, [1, 2]), np.isin(manual, [3, 4])  # the TUM02 README's label values
     given_seg = np.asarray(nib.load(tmp_path / "out" / "given" / "given_seg.nii.gz").dataobj)
     sal = nib.load(tmp_path / "out" / "sal" / "sal_seg.nii.gz")
-    to_given = nib.orientations.ornt_transform(
-        nib.orientations.io_orientation(sal.affine), nib.orientations.io_orientation(water.affine)
-    )
-    sal_seg = nib.orientations.apply_orientation(np.asarray(sal.dataobj), to_given)
+    sal_seg, _ = reoriented(np.asarray(sal.dataobj), sal.affine, nib.aff2axcodes(water.affine))
     assert np.array_equal(sal_seg, given_seg)
     for muscle, reference in ((4, left), (8, right)):
         predicted = given_seg == muscle

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, SPACING_ARG, run_module, write_datalist
+from conftest import REPO, SPACING_ARG, read_csv, run_module, write_datalist
 from monai.bundle import ConfigWorkflow
 
 
@@ -33,10 +32,8 @@ def test_two_process_training_writes_once_and_gathers_validation(cohort: Path, t
     assert sorted(p.name for p in out.glob("*.pt")) == ["last_checkpoint_epoch=1.pt"]
     assert [p.name for p in (out / "models").iterdir()] == ["model.pt"]
     assert len(list(out.glob("**/events.out.tfevents.*"))) == 1
-    with (out / "dice_per_muscle.csv").open(encoding="utf-8") as f:
-        (logged,) = list(csv.DictReader(f))
-    with (out / "dice_per_case.csv").open(encoding="utf-8") as f:
-        assert sorted(r["id"] for r in csv.DictReader(f)) == ["sub05", "sub06"]  # each validation case once
+    (logged,) = read_csv(out / "dice_per_muscle.csv")
+    assert sorted(r["id"] for r in read_csv(out / "dice_per_case.csv")) == ["sub05", "sub06"]  # each case once
 
     # One process, the same weights, the same validation cases: the same mean Dice.
     single = ConfigWorkflow(
@@ -78,5 +75,4 @@ def test_two_process_inference_segments_each_case_once(cohort: Path, trained: Pa
     assert sorted(line.rsplit("/", 2)[-2] for line in written) == ids  # every case once, none twice
     for case in ids:
         assert (tmp_path / "out" / case / f"{case}_seg.nii.gz").is_file()
-    with (tmp_path / "out" / "metrics.csv").open(encoding="utf-8") as f:
-        assert sorted(r["id"] for r in csv.DictReader(f)) == ids
+    assert sorted(r["id"] for r in read_csv(tmp_path / "out" / "metrics.csv")) == ids

@@ -3,13 +3,12 @@ muscle, partial labels), the Table 1 statistics against numpy, and the `evaluati
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_SHAPE, SMALL_SPACING, SPACING_ARG, run_bundle
+from conftest import SMALL_SHAPE, SMALL_SPACING, SPACING_ARG, read_csv, run_bundle
 
 from scripts.evaluation import COLUMNS, NOT_SCORED, case_rows, summary, table1_markdown, write_evaluation
 from scripts.labels import ABBREVIATIONS, MUSCLES, NUM_CLASSES
@@ -22,11 +21,6 @@ EVALUATE = "['configs/train.yaml','configs/evaluate.yaml']"
 @pytest.fixture(scope="module")
 def phantom() -> Phantom:
     return make_phantom(SMALL_SHAPE, SMALL_SPACING, seed=3)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def markdown_rows(markdown: str, heading: str) -> dict[str, list[str]]:

@@ -9,7 +9,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SMALL_SHAPE, SMALL_SPACING, TUM02
+from conftest import SMALL_SHAPE, SMALL_SPACING, TUM02, reoriented
 
 from scripts.labels import ABBREVIATIONS, MUSCLES
 from scripts.muscle_metrics import (
@@ -123,15 +123,6 @@ def test_slice_rows_fat_fraction_matches_muscle_mean(phantom: Phantom, report: d
         weighted = [(area, ff) for area, ff in weighted if ff is not None]
         mean = sum(area * ff for area, ff in weighted) / sum(area for area, _ in weighted)
         assert mean == pytest.approx(report["muscles"][name]["fat_fraction_mean_percent"], abs=0.01)
-
-
-def reoriented(array: np.ndarray, affine: np.ndarray, axcodes: tuple[str, str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """The same voxels stored in another array order and direction, world positions unchanged."""
-    transform = nib.orientations.ornt_transform(
-        nib.orientations.io_orientation(affine), nib.orientations.axcodes2ornt(axcodes)
-    )
-    new_affine = affine @ nib.orientations.inv_ornt_aff(transform, array.shape)
-    return nib.orientations.apply_orientation(array, transform), new_affine
 
 
 def test_slice_axis_is_read_from_the_affine(phantom: Phantom, report: dict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import shutil
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import SMALL_SHAPE, SMALL_SPACING, TUM02, run_bundle
+from conftest import SMALL_SHAPE, SMALL_SPACING, TUM02, read_csv, run_bundle, write_dicom_series
 from monai.metrics import compute_dice
 from monai.networks.utils import one_hot
 
@@ -34,9 +33,9 @@ MOTIONS = {"sub02": (3.0, (4.0, -2.0, 3.0)), "sub03": (-4.0, (-5.0, 3.0, -2.0)),
 SAMPLING = 0.2
 
 
-def read_csv(path: Path) -> dict[str, dict]:
-    with path.open(newline="", encoding="utf-8") as f:
-        return {row["subject"]: row for row in csv.DictReader(f)}
+def registration_rows(path: Path) -> dict[str, dict]:
+    """registration.csv by subject."""
+    return {row["subject"]: row for row in read_csv(path)}
 
 
 def muscle_dice(label: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -103,32 +102,6 @@ def test_registration_recovers_a_known_rotation_and_shift(tmp_path: Path):
     assert metric < -0.9
 
 
-def write_dicom_series(image: sitk.Image, folder: Path) -> None:
-    """Store a 3-D image as one DICOM series of int16 slices, one file each, as a scanner export would."""
-    folder.mkdir(parents=True)
-    image = sitk.Cast(image, sitk.sitkInt16)
-    direction = image.GetDirection()
-    orientation = "\\".join(f"{c:g}" for c in direction[0::3] + direction[1::3])  # row and column directions
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(image.GetDepth()):
-        plane = image[:, :, z]
-        position = image.TransformIndexToPhysicalPoint((0, 0, z))
-        tags = {
-            "0008|0060": "MR",
-            "0020|000d": "1.2.826.0.1.3680043.2.1125.1",  # study
-            "0020|000e": "1.2.826.0.1.3680043.2.1125.1.1",  # series
-            "0020|0013": str(z + 1),
-            "0020|0032": "\\".join(f"{p:.4f}" for p in position),
-            "0020|0037": orientation,
-            "0018|0050": f"{image.GetSpacing()[2]:g}",
-        }
-        for tag, value in tags.items():
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{z:03d}.dcm"))
-        writer.Execute(plane)
-
-
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four small subjects as users store them, each a moved copy of one phantom (MOTIONS), so every registration
@@ -168,7 +141,7 @@ def test_prepare_command_registers_every_subject_onto_one_grid_and_splits(raw: P
         "--registration#sampling_percentage", str(SAMPLING),
     )  # fmt: skip
 
-    rows = read_csv(out / "registration.csv")
+    rows = registration_rows(out / "registration.csv")
     assert {s: r["status"] for s, r in rows.items()} == {
         "sub01": "reference",
         "sub02": "registered",
@@ -222,14 +195,14 @@ def test_rerun_redoes_only_the_subject_whose_outputs_are_missing(raw: Path, tmp_
     settings = {"spacing": HALVED_SPACING, "num_workers": 2, "registration": RigidRegistration(SAMPLING)}
     prepare_cohort(raw, out, **settings)
     before = {p: p.stat().st_mtime_ns for p in out.glob("sub*/*.nii.gz")}
-    rows_before = read_csv(out / "registration.csv")
+    rows_before = registration_rows(out / "registration.csv")
 
     shutil.rmtree(out / "sub03")
     prepare_cohort(raw, out, **settings)
     after = {p: p.stat().st_mtime_ns for p in out.glob("sub*/*.nii.gz")}
     assert after.keys() == before.keys()
     assert {p.parent.name for p in after if after[p] != before[p]} == {"sub03"}
-    rows = read_csv(out / "registration.csv")
+    rows = registration_rows(out / "registration.csv")
     assert {s: r for s, r in rows.items() if s != "sub03"} == {s: r for s, r in rows_before.items() if s != "sub03"}
     assert rows["sub03"]["status"] == "registered"
 
@@ -255,7 +228,7 @@ def test_unreadable_subject_is_reported_and_the_others_complete(raw: Path, tmp_p
 
     assert result.returncode != 0
     assert "1 of 3 subjects failed" in result.stderr and "sub02: ValueError" in result.stderr
-    rows = read_csv(out / "registration.csv")
+    rows = registration_rows(out / "registration.csv")
     assert rows["sub02"]["status"] == "failed" and "fat.nii.gz cannot be read" in rows["sub02"]["reason"]
     assert {rows[s]["status"] for s in ("sub01", "sub04")} == {"reference", "registered"}
     assert not (out / "sub02").exists()
