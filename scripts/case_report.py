@@ -135,7 +135,7 @@ def report_existing(datalist: Path, dataset_dir: Path, output_dir: Path, noise_f
         s for s in ("training", "validation", "testing") if s in json.loads(datalist.read_text(encoding="utf-8"))
     ]
     entries = {e["id"]: e for s in sections for e in load_datalist(datalist, s, dataset_dir) if "label" in e}
-    keys = [k for k in IMAGE_KEYS if k != "image"] + ["inphase"]
+    keys = [k for k in IMAGE_KEYS if k not in ("image", "tissue")] + ["inphase"]
     load = Compose(
         [
             CheckedLoadImaged(keys, allow_missing_keys=True),

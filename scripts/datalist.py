@@ -17,7 +17,7 @@ from typing import Any
 from scripts.image_checks import dicom_folder_problem
 
 # Keys whose values are paths relative to the dataset folder.
-IMAGE_KEYS: tuple[str, ...] = ("image", "outphase", "water", "fat", "label")
+IMAGE_KEYS: tuple[str, ...] = ("image", "outphase", "water", "fat", "label", "tissue")
 # Partial-label keys that a section may give all its entries at once.
 SHARED_KEYS: tuple[str, ...] = ("label_map", "annotated")
 

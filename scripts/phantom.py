@@ -6,7 +6,9 @@ volume centred on world (0, 0, 0). The images are the Dixon water and fat images
 opposed-phase (|W - F|) images made from them, with a smooth B1-like bias field and Rician noise, in arbitrary
 scanner units (subcutaneous fat about 1000). The label image holds the bundle's label map (``scripts.labels``):
 left and right psoas, iliacus, quadratus lumborum and erector spinae + multifidus, background elsewhere.
-Images and labels come from one tissue map, so a label always lies on muscle signal.
+Images and labels come from one tissue map, so a label always lies on muscle signal. The tissue map is written too
+(``tissue.nii.gz``, one integer per tissue, names in ``truth.json``), so training can render the same anatomy with
+other contrasts (``scripts.tissue_contrast``).
 
 The anatomy is built in millimetres in a per-subject frame (shifted and rotated about the S-I axis), so any
 grid over the same field of view shows the same subject. Muscle areas per vertebral level, fat fractions and
@@ -53,6 +55,18 @@ class Tissue(IntEnum):
     CSF = 108
     LEFT_MULTIFIDUS = 109  # part of the left ES+M label with its own, higher fat fraction
     RIGHT_MULTIFIDUS = 110
+
+
+def tissue_names() -> dict[int, str]:
+    """Name of every tissue id of the tissue map: the labelled muscles under their label names, then the others."""
+    return {
+        **{muscle: LABELS[muscle] for muscle in MUSCLES},
+        **{int(t): t.name.lower().replace("_", " ") for t in Tissue},
+    }
+
+
+# Tissue ids with the signal of skeletal muscle, labelled or not.
+MUSCLE_TISSUES: tuple[int, ...] = (*MUSCLES, Tissue.OTHER_MUSCLE, Tissue.LEFT_MULTIFIDUS, Tissue.RIGHT_MULTIFIDUS)
 
 
 # (in-phase T2 TSE signal relative to subcutaneous fat, fat fraction) of the tissues with fixed properties.
@@ -163,8 +177,8 @@ def draw_subject(rng: np.random.Generator) -> Subject:
         ):
             fat_fraction[tissue] = rng.uniform(*bounds)
     return Subject(
-        body_scale=rng.uniform(0.85, 1.15),
-        fat_thickness=rng.uniform(8.0, 30.0),
+        body_scale=rng.uniform(0.8, 1.25),  # slim to large adults
+        fat_thickness=rng.uniform(4.0, 45.0),  # lean to obese
         shift=(rng.uniform(-5, 5), -8.0 + rng.uniform(-5, 5), rng.uniform(-5, 5)),  # -8: centres the body
         rotation=math.radians(rng.uniform(-5, 5)),
         pitch=rng.uniform(39.0, 44.0),
@@ -499,14 +513,16 @@ def muscle_truth(label: np.ndarray, fat_fraction: np.ndarray, spacing: Sequence[
 
 @dataclass(eq=False)
 class Phantom:
-    """One synthetic case: Dixon images (float32, arbitrary units), label map (uint8), noise-free per-voxel fat
-    fraction F/(W+F) (float32, 0 outside the body), RAS+ affine and the truth written to truth.json."""
+    """One synthetic case: Dixon images (float32, arbitrary units), label map (uint8), tissue map (uint8, ids of
+    ``tissue_names``), noise-free per-voxel fat fraction F/(W+F) (float32, 0 outside the body), RAS+ affine and
+    the truth written to truth.json."""
 
     water: np.ndarray
     fat: np.ndarray
     inphase: np.ndarray
     outphase: np.ndarray
     label: np.ndarray
+    tissue: np.ndarray
     fat_fraction: np.ndarray
     affine: np.ndarray
     truth: dict
@@ -538,8 +554,14 @@ def make_phantom(
     water = rician(signal * (1 - fat_fraction), sigma, rng)
     fat = rician(signal * fat_fraction, sigma, rng)
     label = LABEL_OF_TISSUE[tissues.tissue]
-    truth = {**muscle_truth(label, fat_fraction, spacing), "shape": list(shape), "spacing": list(spacing), "seed": seed}
-    return Phantom(water, fat, water + fat, np.abs(water - fat), label, fat_fraction, affine, truth)
+    truth = {
+        **muscle_truth(label, fat_fraction, spacing),
+        "shape": list(shape),
+        "spacing": list(spacing),
+        "seed": seed,
+        "tissues": {str(tissue): name for tissue, name in tissue_names().items()},
+    }
+    return Phantom(water, fat, water + fat, np.abs(water - fat), label, tissues.tissue, fat_fraction, affine, truth)
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -551,12 +573,14 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 
 def write_phantom(phantom: Phantom, case_dir: str | Path) -> None:
-    """Write inphase/outphase/water/fat.nii.gz (float32), label.nii.gz (uint8) and truth.json to ``case_dir``."""
+    """Write inphase/outphase/water/fat.nii.gz (float32), label.nii.gz and tissue.nii.gz (uint8) and truth.json to
+    ``case_dir``."""
     case_dir = Path(case_dir)
     case_dir.mkdir(parents=True, exist_ok=True)
     for name in IMAGES:
         _save(getattr(phantom, name), phantom.affine, case_dir / f"{name}.nii.gz")
     _save(phantom.label, phantom.affine, case_dir / "label.nii.gz")
+    _save(phantom.tissue, phantom.affine, case_dir / "tissue.nii.gz")
     (case_dir / "truth.json").write_text(json.dumps(phantom.truth, indent=2), encoding="utf-8")
 
 
@@ -571,11 +595,13 @@ def validation_count(n: int) -> int:
 
 
 def datalist_entry(case_id: str, with_label: bool = True) -> dict[str, str]:
-    """A decathlon-style entry with paths relative to the dataset folder; ``image`` is the in-phase image."""
+    """A decathlon-style entry with paths relative to the dataset folder; ``image`` is the in-phase image. Labelled
+    entries also name the tissue map, which the robust training recipe renders with random contrasts."""
     entry = {"id": case_id, "image": f"{case_id}/inphase.nii.gz"}
     entry.update({name: f"{case_id}/{name}.nii.gz" for name in ("outphase", "water", "fat")})
     if with_label:
         entry["label"] = f"{case_id}/label.nii.gz"
+        entry["tissue"] = f"{case_id}/tissue.nii.gz"
     return entry
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scripts.labels import LEFT_RIGHT_PAIRS, MUSCLES
-from scripts.phantom import datalist_entry, make_cohort, make_phantom, write_phantom
+from scripts.phantom import MUSCLE_TISSUES, datalist_entry, make_cohort, make_phantom, write_phantom
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (96, 80, 40)
@@ -74,6 +74,22 @@ def test_fat_fraction_truth_varies_within_a_muscle():
     assert np.median(psoas) != pytest.approx(psoas.mean(), rel=1e-3)
 
 
+def test_tissue_map_is_written_and_holds_the_labels(case: Path):
+    """The tissue map on the label's grid: every labelled muscle is its own tissue id (a multifidus is part of its
+    side's ES+M), its names in truth.json, and muscle-signal tissues wherever there is a label."""
+    tissue, affine = load(case, "tissue")
+    label, label_affine = load(case, "label")
+    truth = json.loads((case / "truth.json").read_text(encoding="utf-8"))
+    assert tissue.dtype == np.uint8 and np.allclose(affine, label_affine)
+    names = {int(t): name for t, name in truth["tissues"].items()}
+    assert set(np.unique(tissue)) <= set(names)
+    assert names[4] == "left erector spinae + multifidus" and names[0] == "air"
+    for muscle in MUSCLES:
+        assert np.array_equal(np.isin(tissue, [muscle]), (label == muscle) & (tissue == muscle))
+    assert np.isin(tissue[label > 0], MUSCLE_TISSUES).all()
+    assert not np.isin(tissue[label == 0], MUSCLES).any()
+
+
 def test_dixon_images_are_consistent(case: Path):
     water, affine = load(case, "water")
     fat, _ = load(case, "fat")
@@ -106,6 +122,7 @@ def test_command_line_writes_cohort_and_datalist(tmp_path: Path):
         "water": "sub01/water.nii.gz",
         "fat": "sub01/fat.nii.gz",
         "label": "sub01/label.nii.gz",
+        "tissue": "sub01/tissue.nii.gz",
     }
 
 
@@ -134,7 +151,7 @@ def test_parallel_workers_write_the_same_cohort(tmp_path: Path):
 
 def test_seed_decides_the_phantom():
     first, again, other = (make_phantom(SHAPE, SPACING, seed=seed) for seed in (0, 0, 1))
-    for name in ("water", "fat", "inphase", "outphase", "label", "fat_fraction"):
+    for name in ("water", "fat", "inphase", "outphase", "label", "tissue", "fat_fraction"):
         np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
     assert not np.array_equal(first.label, other.label)
     assert not np.array_equal(first.inphase, other.inphase)
