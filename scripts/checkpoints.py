@@ -1,4 +1,4 @@
-"""Resume an interrupted training from the newest intact ``last_checkpoint_epoch=N.pt``."""
+"""Checkpoints that survive a kill: written whole or not at all, and resumed from the newest intact one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Engine
-from monai.handlers import CheckpointLoader
+from ignite.handlers.checkpoint import BaseSaveHandler
+from monai.handlers import CheckpointLoader, CheckpointSaver
+
+from scripts.atomic import write_atomically
 
 logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = re.compile(r"last_checkpoint_epoch=(\d+)\.pt$")
@@ -37,3 +40,39 @@ def attach_resume(trainer: Engine, output_dir: str | Path, objects: dict, device
     CheckpointLoader(load_path=str(path), load_dict=objects, map_location=device).attach(trainer)
     logger.info("resuming from %s", path)
     return path
+
+
+class AtomicDiskSaver(BaseSaveHandler):
+    """Ignite save handler that never leaves a broken or missing checkpoint behind a kill.
+
+    Each checkpoint is written to a temporary name beside its own and renamed when complete
+    (``write_atomically``), so a file under its final name is always whole. Ignite's ``Checkpoint``, once it
+    holds ``n_saved`` files, asks to remove the oldest *before* it writes the next one; here that removal waits
+    until the new file is complete. ``filename`` fixes the name of every save (MONAI's ``key_metric_filename``,
+    e.g. ``model.pt``). MONAI's own saver writes in place (``atomic=False``), hence this class.
+    """
+
+    def __init__(self, dirname: str | Path, filename: str | None = None) -> None:
+        self.dirname, self.filename = Path(dirname), filename
+        self.pending_removal: list[str] = []
+
+    def __call__(self, checkpoint: dict, filename: str, metadata: dict | None = None) -> None:
+        name = self.filename or filename
+        write_atomically(self.dirname / name, lambda path: torch.save(checkpoint, path))
+        for old in self.pending_removal:
+            if old != name:
+                (self.dirname / old).unlink(missing_ok=True)
+        self.pending_removal.clear()
+
+    def remove(self, filename: str) -> None:
+        self.pending_removal.append(self.filename or filename)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` (same arguments, same file names) writing through ``AtomicDiskSaver``."""
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs) -> None:
+        super().__init__(save_dir, save_dict, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler = AtomicDiskSaver(save_dir, checkpoint.save_handler.filename)

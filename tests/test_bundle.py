@@ -32,9 +32,9 @@ def test_training_saves_best_model_last_checkpoint_and_dice_per_muscle(trained: 
     state = torch.load(trained / "models" / "model.pt", weights_only=True)
     ConfigParser({"n": network}).get_parsed_content("n").load_state_dict(state)
 
-    last = list(trained.glob("last_checkpoint_epoch=*.pt"))
-    assert [p.name for p in last] == ["last_checkpoint_epoch=2.pt"]
-    assert {"model", "optimizer", "trainer"} <= set(torch.load(last[0], weights_only=True))
+    last = sorted(trained.glob("last_checkpoint_epoch=*.pt"))
+    assert [p.name for p in last] == ["last_checkpoint_epoch=1.pt", "last_checkpoint_epoch=2.pt"]  # the last two
+    assert {"model", "optimizer", "trainer"} <= set(torch.load(last[-1], weights_only=True))
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
 
     rows = read_csv(trained / "dice_per_muscle.csv")
