@@ -23,7 +23,7 @@ from monai.transforms import Compose, MapTransform
 from tqdm import tqdm
 
 from scripts.atomic import write_atomically, write_csv_atomically
-from scripts.datalist import IMAGE_KEYS, load_datalist
+from scripts.datalist import IMAGE_KEYS, load_cohort
 from scripts.image_checks import CheckedLoadImaged
 from scripts.muscle_metrics import (
     DEFAULT_NOISE_FLOOR,
@@ -134,7 +134,8 @@ def report_existing(datalist: Path, dataset_dir: Path, output_dir: Path, noise_f
     sections = [
         s for s in ("training", "validation", "testing") if s in json.loads(datalist.read_text(encoding="utf-8"))
     ]
-    entries = {e["id"]: e for s in sections for e in load_datalist(datalist, s, dataset_dir) if "label" in e}
+    cohort = load_cohort(datalist, sections, dataset_dir)
+    entries = {e["id"]: e for section in cohort.values() for e in section if "label" in e}
     keys = [k for k in IMAGE_KEYS if k not in ("image", "tissue")] + ["inphase"]
     load = Compose(
         [

@@ -12,6 +12,7 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from scripts.atomic import write_atomically
+from scripts.errors import InputError
 
 logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = re.compile(r"last_checkpoint_epoch=(\d+)\.pt$")
@@ -30,7 +31,10 @@ def latest_checkpoint(output_dir: str | Path) -> Path:
             return path
         except Exception as error:  # a truncated file from an interrupted save
             logger.warning("%s cannot be loaded (%s); trying an older checkpoint", path, error)
-    raise FileNotFoundError(f"no usable last_checkpoint_epoch=N.pt in {output_dir} to resume from")
+    raise InputError(
+        f"no usable last_checkpoint_epoch=N.pt in {output_dir} to resume from: give the --output_dir of the run to "
+        "resume, or leave out --resume to start afresh"
+    )
 
 
 def attach_resume(trainer: Engine, output_dir: str | Path, objects: dict, device: torch.device | str) -> Path:

@@ -21,6 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.distributed import barrier, is_main_process
+from scripts.errors import InputError
 
 logger = logging.getLogger(__name__)
 OUTPUT_SUFFIXES = ("_seg.nii.gz", "_metrics.json", "_slices.csv", "_qc.png")
@@ -58,9 +59,9 @@ def cases_to_run(
     previous = json.loads(previous_path.read_text(encoding="utf-8")) if previous_path.is_file() else None
     if previous is not None and previous != run and not overwrite:
         changed = sorted(k for k in run.keys() | previous.keys() if run.get(k) != previous.get(k))
-        raise ValueError(
+        raise InputError(
             f"{output_dir} holds the outputs of a different run (differs in: {', '.join(changed)}). "
-            "Choose another --output_dir, or pass --overwrite true to replace them."
+            "Choose another --output_dir, or pass --overwrite True to replace them."
         )
     write_atomically(previous_path, lambda p: p.write_text(json.dumps(run, indent=1), encoding="utf-8"))
     todo = [e for e in entries if overwrite or not all(p.is_file() for p in case_outputs(output_dir, str(e["id"])))]
@@ -130,7 +131,10 @@ class FailureReport:
             return
         path = self.output_dir / "failures.csv"
         if not is_main_process():
-            raise RuntimeError(f"{len(records)} case(s) failed; reasons in {path}")
+            raise InputError(f"{len(records)} case(s) failed; reasons in {path}")
 
         write_csv_atomically(path, [{"id": r.stem, "reason": r.read_text(encoding="utf-8")} for r in records])
-        raise RuntimeError(f"{len(records)} case(s) failed ({', '.join(r.stem for r in records)}); reasons in {path}")
+        raise InputError(
+            f"{len(records)} case(s) failed ({', '.join(r.stem for r in records)}); the other cases were segmented. "
+            f"The reason for each is in {path}; mend those cases and run the same command again to finish them."
+        )

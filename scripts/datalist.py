@@ -1,7 +1,8 @@
 """Read a decathlon-style ``datalist.json`` and check every entry before any work starts.
 
-Checked up front: the JSON, the section, each entry's keys, that every file exists, and
-that a folder given as an image holds exactly one DICOM series.
+Checked up front, for every section a command uses at once: the JSON, the sections, each entry's keys, that
+every file exists, that a folder given as an image holds exactly one DICOM series, and that every label file's
+values fit its label map and its header its image.
 
 MONAI's ``load_decathlon_datalist`` joins only ``image`` and ``label`` to the base folder;
 this bundle's entries also carry ``water``, ``fat`` and ``outphase`` paths, and a user
@@ -11,10 +12,18 @@ should see every broken entry at once rather than one crash per run.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
+from tqdm import tqdm
+
+from scripts.errors import InputError
+from scripts.geometry import Grid
 from scripts.image_checks import dicom_folder_problem
+from scripts.labels import label_file_problems
 
 # Keys whose values are paths relative to the dataset folder.
 IMAGE_KEYS: tuple[str, ...] = ("image", "outphase", "water", "fat", "label", "tissue")
@@ -22,8 +31,12 @@ IMAGE_KEYS: tuple[str, ...] = ("image", "outphase", "water", "fat", "label", "ti
 SHARED_KEYS: tuple[str, ...] = ("label_map", "annotated")
 
 
-class DatalistError(ValueError):
-    """A datalist that cannot be used; the message lists every problem found."""
+class DatalistError(InputError):
+    """A datalist that cannot be used; the message lists every problem found, grouped by file."""
+
+
+# A problem: the file it concerns (None for the entry itself) and what is wrong, with the entry it came from.
+Problem = tuple[str | None, str]
 
 
 def _section_entries(section: Any) -> tuple[Any, dict]:
@@ -37,36 +50,81 @@ def _section_entries(section: Any) -> tuple[Any, dict]:
     return section, {}
 
 
-def _entry_problems(entry: Any, index: int, section: str, need_label: bool) -> list[str]:
-    """Everything wrong with one entry (already resolved to absolute paths)."""
-    where = f"{section}[{index}]"
+def _entry_problems(entry: Any, where: str, need_label: bool) -> list[Problem]:
+    """Everything wrong with one entry's keys and files (already resolved to absolute paths)."""
     if not isinstance(entry, dict):
-        return [f"{where}: expected an object, got {type(entry).__name__}"]
-    where = f"{where} ({entry.get('id', 'no id')})"
-    problems = []
+        return [(None, f"{where}: expected an object, got {type(entry).__name__}")]
+    problems: list[Problem] = []
     if "id" not in entry:
-        problems.append(f"{where}: no 'id'")
+        problems.append((None, f"{where}: no 'id'"))
     if "image" not in entry and not ("water" in entry and "fat" in entry):
-        problems.append(f"{where}: needs 'image' (in-phase) or both 'water' and 'fat'")
+        problems.append((None, f"{where}: needs 'image' (in-phase) or both 'water' and 'fat'"))
     if need_label and "label" not in entry:
-        problems.append(f"{where}: no 'label' (required in '{section}')")
+        problems.append((None, f"{where}: no 'label' (required in '{where.split('[')[0]}')"))
     for key in IMAGE_KEYS:
         if key not in entry:
             continue
         path = Path(entry[key])
         if not path.exists():
-            problems.append(f"{where}: {key} file not found: {path}")
+            problems.append((str(path), f"{where}: {key} file not found"))
         elif path.is_dir() and (problem := dicom_folder_problem(path)):
-            problems.append(f"{where}: {key}: {problem}")
+            problems.append((str(path), f"{where}: {key}: {problem}"))
     return problems
 
 
-def load_datalist(datalist: str | Path, section: str, dataset_dir: str | Path | None = None) -> list[dict]:
-    """Return the entries of ``section`` with image paths made absolute, after checking them all.
+def _is_nifti(path: Path) -> bool:
+    return path.is_file() and path.name.endswith((".nii", ".nii.gz"))
 
-    Paths are relative to ``dataset_dir`` (default: the datalist's folder). Sections
-    ``training`` and ``validation`` must carry labels. Raises ``DatalistError`` naming
-    every problem in the section at once.
+
+def _label_problems(entry: dict, where: str) -> list[Problem]:
+    """A NIfTI label file's values against its entry's label map, and its header against the entry's first image
+    (``image``, else ``water``; the rule of ``geometry.Grid``). DICOM files are checked when they are loaded."""
+    label = Path(entry["label"])
+    if not _is_nifti(label):
+        return []
+    try:
+        nifti = nib.load(label)
+        values = {int(v) for v in np.unique(np.asarray(nifti.dataobj))}
+    except Exception as error:  # a truncated or foreign file: name it, keep the reader's words
+        return [(str(label), f"{where}: cannot be read as an image ({type(error).__name__}: {error})")]
+    problems = [
+        (str(label), f"{where}: {problem}")
+        for problem in label_file_problems(values, entry.get("label_map"), entry.get("annotated"))
+    ]
+    reference = Path(entry["image"] if "image" in entry else entry["water"])
+    if _is_nifti(reference) and len(nifti.shape) == 3:
+        try:
+            header = nib.load(reference)
+            Grid.from_affine(nifti.shape, nifti.affine).header_difference(
+                Grid.from_affine(header.shape, header.affine), f"does not lie on the voxels of {reference}"
+            )
+        except InputError as error:
+            problems.append((str(label), f"{where}: {error}"))
+        except Exception:  # an unreadable image is reported when it is loaded
+            pass
+    return problems
+
+
+def _report(datalist: Path, problems: list[Problem]) -> str:
+    """Every problem, grouped under the file it concerns; problems of the entries themselves first."""
+    groups: dict[str, list[str]] = {}
+    for path, text in problems:
+        groups.setdefault(path or f"{datalist} (entries)", []).append(text)
+    lines = [f"{datalist}: {len(problems)} problem(s); nothing was run. Fix them all, then run again."]
+    for path, texts in groups.items():
+        lines += [f"  {path}", *(f"    - {text}" for text in texts)]
+    return "\n".join(lines)
+
+
+def load_cohort(
+    datalist: str | Path, sections: Sequence[str], dataset_dir: str | Path | None = None
+) -> dict[str, list[dict]]:
+    """The entries of each of ``sections``, image paths made absolute, after checking all of them at once.
+
+    Paths are relative to ``dataset_dir`` (default: the datalist's folder). Sections ``training`` and
+    ``validation`` must carry labels, and every NIfTI label file is read once: its values must fit its entry's
+    label map and its header the entry's image. Raises ``DatalistError`` listing every problem of every section,
+    grouped by file; a progress bar shows the label checks of cohorts of more than a few cases.
     """
     datalist = Path(datalist)
     base = Path(dataset_dir) if dataset_dir is not None else datalist.parent
@@ -76,22 +134,42 @@ def load_datalist(datalist: str | Path, section: str, dataset_dir: str | Path | 
         content = json.loads(datalist.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DatalistError(f"{datalist} is not valid JSON: {err}") from err
-    if not isinstance(content, dict) or section not in content:
-        found = sorted(content) if isinstance(content, dict) else type(content).__name__
-        raise DatalistError(f"{datalist} has no '{section}' section (found: {found})")
-    entries, shared = _section_entries(content[section])
-    if not isinstance(entries, list) or not entries:
-        raise DatalistError(f"{datalist}: '{section}' must be a non-empty list of entries")
-
-    resolved = []
-    for entry in entries:
-        if isinstance(entry, dict):
-            entry = shared | {k: str(base / v) if k in IMAGE_KEYS else v for k, v in entry.items()}
-        resolved.append(entry)
-    need_label = section in ("training", "validation")
-    problems = [p for i, e in enumerate(resolved) for p in _entry_problems(e, i, section, need_label)]
-    ids = [e.get("id") for e in resolved if isinstance(e, dict)]
-    problems += [f"{section}: id '{i}' appears more than once" for i in sorted({i for i in ids if ids.count(i) > 1})]
+    if not isinstance(content, dict):
+        raise DatalistError(f"{datalist} must hold an object of sections, got {type(content).__name__}")
+    problems: list[Problem] = []
+    cohort: dict[str, list[dict]] = {}
+    for section in sections:
+        if section not in content:
+            problems.append((None, f"no '{section}' section (found: {sorted(content)})"))
+            continue
+        entries, shared = _section_entries(content[section])
+        if not isinstance(entries, list) or not entries:
+            problems.append((None, f"'{section}' must be a non-empty list of entries"))
+            continue
+        resolved = [
+            shared | {k: str(base / v) if k in IMAGE_KEYS else v for k, v in e.items()} if isinstance(e, dict) else e
+            for e in entries
+        ]
+        wheres = [
+            f"{section}[{i}]" + (f" ({e.get('id', 'no id')})" if isinstance(e, dict) else "")
+            for i, e in enumerate(resolved)
+        ]
+        need_label = section in ("training", "validation")
+        entry_problems = [_entry_problems(e, w, need_label) for e, w in zip(resolved, wheres)]
+        problems += [p for found in entry_problems for p in found]
+        ids = [e.get("id") for e in resolved if isinstance(e, dict)]
+        problems += [
+            (None, f"{section}: id '{i}' appears more than once") for i in sorted({i for i in ids if ids.count(i) > 1})
+        ]
+        labelled = [(e, w) for e, w, found in zip(resolved, wheres, entry_problems) if not found and "label" in e]
+        for entry, where in tqdm(labelled, desc=f"checking {section} labels", unit="case", disable=len(labelled) <= 5):
+            problems += _label_problems(entry, where)
+        cohort[section] = resolved
     if problems:
-        raise DatalistError(f"{datalist}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
-    return resolved
+        raise DatalistError(_report(datalist, problems))
+    return cohort
+
+
+def load_datalist(datalist: str | Path, section: str, dataset_dir: str | Path | None = None) -> list[dict]:
+    """The entries of one section, checked as ``load_cohort`` checks them."""
+    return load_cohort(datalist, [section], dataset_dir)[section]

@@ -1,16 +1,24 @@
-"""Make the reason a run stopped the last line a user reads.
+"""How a run that stops tells the user why.
 
-MONAI's config parser and transform chain wrap every exception ("Failed to evaluate
-ConfigExpression", "applying transform ..."), so the message that names the bad file sits
-in the middle of a long traceback. ``show_cause_last`` keeps the full traceback and adds
-the innermost cause once more at the very end.
+A mistake in the user's input (a datalist entry, a file, an option value) raises ``InputError``: the run ends
+with one short block, what is wrong, which file or option, what to do, and no traceback (set
+``LUMBAR_TRACEBACK=1`` to see it). Any other exception is a fault of the program and keeps its full traceback;
+MONAI's config parser and transform chain wrap every exception ("Failed to evaluate ConfigExpression",
+"applying transform ..."), so the innermost cause is printed once more at the very end.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from types import TracebackType
+
+TRACEBACK_VARIABLE = "LUMBAR_TRACEBACK"
+
+
+class InputError(ValueError):
+    """A problem with what the user gave (data, datalist, option), told in words the user can act on."""
 
 
 def root_cause(error: BaseException) -> BaseException:
@@ -20,7 +28,20 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+def input_error(error: BaseException) -> InputError | None:
+    """The first ``InputError`` in the chain of ``error``, or None."""
+    while error is not None and not isinstance(error, InputError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _excepthook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    user_error = input_error(error)
+    if user_error is not None and not os.environ.get(TRACEBACK_VARIABLE):
+        print(
+            f"\nERROR: {user_error}\n(for the full traceback, run again with {TRACEBACK_VARIABLE}=1)", file=sys.stderr
+        )
+        return
     traceback.print_exception(kind, error, tb)
     cause = root_cause(error)
     if cause is not error:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scripts.errors import InputError
+
 SPACING_RTOL = 0.01  # exports of one acquisition round the voxel size differently (TUM02: 1.018 vs 1.019 mm)
 DIRECTION_TOL = 1e-3
 ORIGIN_TOL_MM = 0.1
@@ -44,14 +46,14 @@ class Grid:
         Same shape, directions within ``DIRECTION_TOL`` and spacing within ``SPACING_RTOL``
         are the same voxels: returns None when the headers agree too, else a warning naming
         what differs (typically the origin), for the caller to copy the reference's header.
-        Anything else means the files truly differ: ``ValueError`` naming them (``names``).
+        Anything else means the files truly differ: ``InputError`` naming them (``names``).
         """
         if self.shape != reference.shape:
-            raise ValueError(f"{names}: shapes differ ({self.shape} vs {reference.shape})")
+            raise InputError(f"{names}: shapes differ ({self.shape} vs {reference.shape})")
         if np.abs(self.direction - reference.direction).max() > DIRECTION_TOL:
-            raise ValueError(f"{names}: orientations differ (directions {self.direction} vs {reference.direction})")
+            raise InputError(f"{names}: orientations differ (directions {self.direction} vs {reference.direction})")
         if np.abs(self.spacing / reference.spacing - 1).max() > SPACING_RTOL:
-            raise ValueError(f"{names}: voxel sizes differ ({self.spacing} vs {reference.spacing} mm)")
+            raise InputError(f"{names}: voxel sizes differ ({self.spacing} vs {reference.spacing} mm)")
         shift = float(np.abs(self.origin - reference.origin).max())
         if shift <= ORIGIN_TOL_MM and np.allclose(self.spacing, reference.spacing, rtol=1e-6):
             return None

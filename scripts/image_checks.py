@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
-from monai.data import MetaTensor
 from monai.transforms import LoadImaged
 
+from scripts.errors import InputError
 from scripts.geometry import spacing_and_direction
 
 ORTHONORMAL_TOL = 1e-3
@@ -38,26 +38,38 @@ def dicom_folder_problem(folder: str | Path) -> str | None:
     return None
 
 
-def image_problem(img: MetaTensor) -> str | None:
-    """What makes a loaded channel-first image unusable, or None: not one 3-D volume, not finite, empty, or
-    a voxel-to-world matrix whose axes are not orthonormal (a sheared or broken header)."""
-    spatial = tuple(img.shape[1:])
-    if img.ndim != 4 or img.shape[0] != 1:
-        shape = spatial if img.shape[0] == 1 else (*spatial, img.shape[0])
+def image_problem(data: torch.Tensor | np.ndarray, affine: np.ndarray) -> str | None:
+    """What makes an image unusable, or None: ``data`` (channel first) not one 3-D volume, not finite, empty, or
+    a voxel-to-world ``affine`` whose axes are not orthonormal (a sheared or broken header). The one check for
+    images loaded by MONAI (``CheckedLoadImaged``) and by SimpleITK (``sitk_image_problem``, cohort preparation)."""
+    data = torch.as_tensor(data)
+    spatial = tuple(data.shape[1:])
+    if data.ndim != 4 or data.shape[0] != 1:
+        shape = spatial if data.shape[0] == 1 else (*spatial, data.shape[0])
         return f"has shape {shape} ({len(shape)}-D); expected one 3-D volume (X, Y, Z)"
-    data = img.as_tensor()
     if not torch.isfinite(data).all():
         return f"contains {int((~torch.isfinite(data)).sum())} NaN or infinite voxels"
     if not data.any():
         return "is all zero"
-    linear = img.affine.numpy()[:3, :3]
+    linear = np.asarray(affine, np.float64)[:3, :3]
     if (np.linalg.norm(linear, axis=0) <= 0).any():
         return f"has a voxel size of zero in its header (affine {linear.tolist()})"
-    _, direction = spacing_and_direction(img.affine.numpy())
+    _, direction = spacing_and_direction(affine)
     deviation = float(np.abs(direction.T @ direction - np.eye(3)).max())
     if deviation > ORTHONORMAL_TOL:
         return f"has a direction matrix whose axes are not orthonormal (off by {deviation:.3g}): a sheared header"
     return None
+
+
+def sitk_image_problem(image: sitk.Image) -> str | None:
+    """``image_problem`` of a SimpleITK image (its voxels as one channel; its header in SimpleITK's LPS frame,
+    which changes nothing of what is checked)."""
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        return f"is not one 3-D volume (size {image.GetSize()}, {image.GetNumberOfComponentsPerPixel()} components)"
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
+    affine[:3, 3] = image.GetOrigin()
+    return image_problem(sitk.GetArrayFromImage(image)[None], affine)
 
 
 class CheckedLoadImaged(LoadImaged):
@@ -79,10 +91,10 @@ class CheckedLoadImaged(LoadImaged):
             try:
                 d[key] = self._loader(path, reader)
             except Exception as error:  # any reader failure: name the file, keep the reader's words
-                raise ValueError(
+                raise InputError(
                     f"{key} {path}: cannot be read as an image ({type(error).__name__}: {error})"
                 ) from error
-            problem = image_problem(d[key])
+            problem = image_problem(d[key].as_tensor(), d[key].affine.numpy())
             if problem:
-                raise ValueError(f"{key} {path} {problem}")
+                raise InputError(f"{key} {path} {problem}")
         return d

@@ -42,3 +42,25 @@ def mirrored_label(label: int) -> int:
 
 # Lookup table: SWAP_LEFT_RIGHT[label] is the label after a left-right mirror.
 SWAP_LEFT_RIGHT: np.ndarray = np.array([mirrored_label(i) for i in range(NUM_CLASSES)], dtype=np.int64)
+
+
+def label_file_problems(
+    values: set[int], label_map: dict[str, int] | None = None, annotated: list[int] | None = None
+) -> list[str]:
+    """Why a label file holding ``values`` cannot be read with its entry's ``label_map`` and ``annotated``: value
+    0 is background; without ``label_map`` the file must use this map's labels 0-8, with one every other value
+    must be a key of it and its targets labels 0-8; ``annotated`` must list muscles 1-8. Empty when usable."""
+    problems = []
+    if label_map is None:
+        allowed, expected = set(range(NUM_CLASSES)), "0..8"
+    else:
+        targets = sorted({int(v) for v in label_map.values()})
+        if not set(targets) <= set(range(NUM_CLASSES)):
+            problems.append(f"label_map targets {targets} outside 0..8")
+        allowed = {0, *(int(k) for k in label_map)}
+        expected = f"0 or a key of label_map {sorted(allowed - {0})}"
+    if unknown := sorted(values - allowed):
+        problems.append(f"label values {unknown} are not {expected}")
+    if annotated is not None and not {int(a) for a in annotated} <= set(MUSCLES):
+        problems.append(f"annotated {sorted(int(a) for a in annotated)} must be muscles of 1..8")
+    return problems

@@ -39,8 +39,9 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from scripts.atomic import write_atomically, write_csv_atomically
+from scripts.errors import InputError
 from scripts.geometry import Grid
-from scripts.image_checks import dicom_folder_problem
+from scripts.image_checks import dicom_folder_problem, sitk_image_problem
 from scripts.registration import Pose, RigidRegistration, resample, target_grid
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ CSV_COLUMNS = (
 DEFAULT_SPACING = (0.9375, 0.9375, 1.95)
 
 
-class PrepareError(RuntimeError):
+class PrepareError(InputError):
     """The cohort could not be prepared in full; the message names the subjects and why."""
 
 
@@ -82,7 +83,7 @@ def find_inputs(subject_dir: Path) -> dict[str, list[Path]]:
 def read_image(path: Path, pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
     """One 3-D image from a NIfTI file or a DICOM series folder, as ``pixel_type``; errors name the path."""
     if path.is_dir() and (problem := dicom_folder_problem(path)):
-        raise ValueError(problem)
+        raise InputError(problem)
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -93,9 +94,9 @@ def read_image(path: Path, pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
             image = sitk.ReadImage(str(path), pixel_type)
     except RuntimeError as error:  # SimpleITK's message starts with its own source location, then the reason
         reason = " ".join(str(error).split("sitk::ERROR:")[-1].split())
-        raise ValueError(f"{path} cannot be read as an image: {reason}") from error
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(f"{path} is not one 3-D volume (size {image.GetSize()})")
+        raise InputError(f"{path} cannot be read as an image: {reason}") from error
+    if problem := sitk_image_problem(image):
+        raise InputError(f"{path} {problem}")
     return image
 
 
@@ -127,13 +128,13 @@ def sitk_grid(image: sitk.Image) -> Grid:
 
 def read_subject(subject_dir: Path) -> dict[str, sitk.Image]:
     """A subject's images (float32) and label (as stored) on one header, with ``inphase`` = water + fat when
-    not given. Raises ``ValueError`` naming the problem for ambiguous, missing or unreadable inputs."""
+    not given. Raises ``InputError`` naming the problem for ambiguous, missing, unreadable or unusable inputs."""
     inputs = find_inputs(subject_dir)
     ambiguous = [f"{name}: {', '.join(p.name for p in paths)}" for name, paths in inputs.items() if len(paths) > 1]
     if ambiguous:
-        raise ValueError(f"{subject_dir}: more than one input of the same name ({'; '.join(ambiguous)})")
+        raise InputError(f"{subject_dir}: more than one input of the same name ({'; '.join(ambiguous)})")
     if "inphase" not in inputs and not {"water", "fat"} <= inputs.keys():
-        raise ValueError(f"{subject_dir}: needs inphase or both water and fat (found: {sorted(inputs) or 'nothing'})")
+        raise InputError(f"{subject_dir}: needs inphase or both water and fat (found: {sorted(inputs) or 'nothing'})")
     sources = {name: paths[0] for name, paths in inputs.items()}
     images = {
         name: read_image(path, sitk.sitkUnknown if name == "label" else sitk.sitkFloat32)
@@ -145,7 +146,7 @@ def read_subject(subject_dir: Path) -> dict[str, sitk.Image]:
         extremes.Execute(images["label"])
         if extremes.GetMinimum() < 0 or extremes.GetMaximum() > 255:  # stored as uint8
             found = f"{extremes.GetMinimum():g}..{extremes.GetMaximum():g}"
-            raise ValueError(f"{sources['label']}: label values must lie in 0..255, found {found}")
+            raise InputError(f"{sources['label']}: label values must lie in 0..255, found {found}")
     if "inphase" not in images:
         images = {"inphase": images["water"] + images["fat"], **images}
     return images

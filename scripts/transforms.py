@@ -12,8 +12,9 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_to_dst_type
 
+from scripts.errors import InputError
 from scripts.geometry import Grid, closest_array_axis
-from scripts.labels import ANNOTATED, MUSCLES, NUM_CLASSES, SWAP_LEFT_RIGHT
+from scripts.labels import ANNOTATED, MUSCLES, NUM_CLASSES, SWAP_LEFT_RIGHT, label_file_problems
 
 logger = logging.getLogger(__name__)
 
@@ -82,26 +83,15 @@ class MapLabelsd(MapTransform):
             return d
         label = d[self.label_key]
         values = {int(v) for v in torch.unique(label.as_tensor())}
+        if problems := label_file_problems(values, label_map, annotated):
+            raise InputError(f"label {_source(label)}: " + "; ".join(problems))
         lut = torch.zeros(max(values | {NUM_CLASSES - 1}) + 1, dtype=torch.long)
-        if label_map is None:
-            allowed = set(range(NUM_CLASSES))
-            lut[:NUM_CLASSES] = torch.arange(NUM_CLASSES)
-        else:
-            mapping = {int(k): int(v) for k, v in label_map.items()}
-            if not set(mapping.values()) <= set(range(NUM_CLASSES)):
-                raise ValueError(f"{_source(label)}: label_map targets {sorted(mapping.values())} outside 0..8")
-            allowed = {0, *mapping}
-            for k, v in mapping.items():
-                lut[k] = v
-        unknown = sorted(values - allowed)
-        if unknown:
-            expected = "0..8" if label_map is None else f"0 or a key of label_map {sorted(allowed - {0})}"
-            raise ValueError(f"{_source(label)}: label values {unknown} are not {expected}")
+        mapping = {k: k for k in range(NUM_CLASSES)} if label_map is None else label_map
+        for k, v in mapping.items():
+            lut[int(k)] = int(v)
         mapped = lut[label.as_tensor().long()]
         label = convert_to_dst_type(mapped, dst=label, dtype=label.dtype)[0]
         drawn = list(MUSCLES) if annotated is None else [int(a) for a in annotated]
-        if not set(drawn) <= set(MUSCLES):
-            raise ValueError(f"{_source(label)}: annotated {sorted(drawn)} must be muscles of 1..8")
         mask = torch.zeros(NUM_CLASSES, dtype=torch.bool)
         mask[[0, *drawn]] = True
         label.meta[ANNOTATED] = mask

@@ -23,18 +23,21 @@ SMALL_SPACING = (3.75, 3.75, 7.8)
 SPACING_ARG = "[3.75,3.75,7.8]"
 
 
-def run_module(module: str, *args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
-    """Run ``python -m <module> ...`` (from the repository root unless ``cwd``), as a user would."""
+def run_module(
+    module: str, *args: str, cwd: Path = REPO, check: bool = True, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m <module> ...`` (from the repository root unless ``cwd``; in ``env``, else this process's
+    environment), as a user would."""
     cmd = [sys.executable, "-m", module, *args]
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, encoding="utf-8", errors="replace")
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, encoding="utf-8", errors="replace", env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     return result
 
 
-def run_bundle(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_bundle(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m monai.bundle run ...``"""
-    return run_module("monai.bundle", "run", *args, check=check)
+    return run_module("monai.bundle", "run", *args, check=check, env=env)
 
 
 def infer(

@@ -160,7 +160,7 @@ def test_one_unreadable_case_fails_alone(cohort: Path, trained: Path, tmp_path: 
     assert [r["id"] for r in rows] == ["broken"] and "cannot be read as an image" in rows[0]["reason"]
     assert not (tmp_path / "out" / "broken").exists()
     assert [r["id"] for r in read_csv(tmp_path / "out" / "metrics.csv")] == ["sub05", "sub06"]
-    assert "ERROR: RuntimeError: 1 case(s) failed (broken)" in result.stderr
+    assert "ERROR: 1 case(s) failed (broken)" in result.stderr
     # Each good case segmented once, and the progress bar counted against the three cases.
     output = result.stdout + result.stderr
     assert [output.count(f"{case}: segmentation, report and QC picture written") for case in ("sub05", "sub06")] == [
@@ -185,7 +185,7 @@ def test_rerun_skips_done_cases_and_refuses_a_different_run(cohort: Path, traine
     refused = infer(cohort, out, other, check=False)
     assert refused.returncode != 0
     assert "holds the outputs of a different run (differs in: checkpoint, checkpoint_sha256)" in refused.stderr
-    infer(cohort, out, other, "--overwrite", "true")
+    infer(cohort, out, other, "--overwrite", "True")
     assert all(p.stat().st_mtime_ns != t for p, t in done.items() if p.parent.name == "sub05")
 
 
@@ -228,7 +228,7 @@ def test_training_killed_mid_epoch_resumes_to_the_same_number_of_epochs(cohort: 
     assert not (tmp_path / "last_checkpoint_epoch=3.pt").exists(), "the run was to be killed before its end"
 
     resumed = subprocess.run(
-        [*args, "--resume", "true"], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace"
+        [*args, "--resume", "True"], cwd=REPO, capture_output=True, text=True, encoding="utf-8", errors="replace"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = resumed.stdout + resumed.stderr
@@ -248,10 +248,8 @@ def test_resume_without_a_checkpoint_says_so(cohort: Path, tmp_path: Path):
         "--dataset_dir", str(cohort),
         "--output_dir", str(tmp_path),
         "--epochs", "1",
-        "--resume", "true",
+        "--resume", "True",
         check=False,
     )  # fmt: skip
     assert result.returncode != 0
-    assert (
-        f"ERROR: FileNotFoundError: no usable last_checkpoint_epoch=N.pt in {tmp_path} to resume from" in result.stderr
-    )
+    assert f"ERROR: no usable last_checkpoint_epoch=N.pt in {tmp_path} to resume from" in result.stderr

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 from conftest import write_datalist
 
@@ -55,7 +57,7 @@ def test_testing_entries_need_no_label(cohort: Path):
 
 
 def test_a_section_can_give_every_entry_its_label_map(tmp_path: Path):
-    (tmp_path / "a.nii.gz").write_bytes(b"")
+    nib.save(nib.Nifti1Image(np.array([[[0, 1], [2, 0]]], np.uint8), np.eye(4)), tmp_path / "a.nii.gz")
     section = {
         "label_map": {"1": 8, "2": 4},
         "annotated": [4, 8],

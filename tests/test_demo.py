@@ -26,8 +26,8 @@ def test_weights_load_safely_and_are_small():
 
 def test_inference_defaults_use_the_spacing_the_weights_were_trained_at():
     metadata = json.loads((REPO / "configs" / "metadata.json").read_text(encoding="utf-8"))
-    demo = ConfigParser.load_config_file(REPO / "configs" / "demo_train.yaml")
-    assert metadata["training_spacing_mm"] == demo["spacing"]
+    recipe = ConfigParser.load_config_file(REPO / "configs" / "robust_train.yaml")
+    assert metadata["training_spacing_mm"] == recipe["spacing"]
 
 
 def test_no_argument_inference_segments_the_sample(tmp_path: Path):

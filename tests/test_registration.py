@@ -227,7 +227,7 @@ def test_unreadable_subject_is_reported_and_the_others_complete(raw: Path, tmp_p
     )  # fmt: skip
 
     assert result.returncode != 0
-    assert "1 of 3 subjects failed" in result.stderr and "sub02: ValueError" in result.stderr
+    assert "1 of 3 subjects failed" in result.stderr and "sub02: InputError" in result.stderr
     rows = registration_rows(out / "registration.csv")
     assert rows["sub02"]["status"] == "failed" and "fat.nii.gz cannot be read" in rows["sub02"]["reason"]
     assert {rows[s]["status"] for s in ("sub01", "sub04")} == {"reference", "registered"}
