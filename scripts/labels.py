@@ -28,6 +28,14 @@ NUM_CLASSES = len(LABELS)
 ANNOTATED = "annotated"
 # Each left muscle and its right partner.
 LEFT_RIGHT_PAIRS: tuple[tuple[int, int], ...] = ((1, 5), (2, 6), (3, 7), (4, 8))
+# One hue per muscle, strong on the left side and light on the right (ColorBrewer "Paired"), in LEFT_RIGHT_PAIRS
+# order: the QC figure's outlines and the viewers' colour tables.
+PAIR_COLOURS = (("#1f78b4", "#a6cee3"), ("#33a02c", "#b2df8a"), ("#e31a1c", "#fb9a99"), ("#ff7f00", "#fdbf6f"))
+MUSCLE_COLOURS: dict[int, str] = {
+    label: colour
+    for pair, colours in zip(LEFT_RIGHT_PAIRS, PAIR_COLOURS, strict=True)
+    for label, colour in zip(pair, colours, strict=True)
+}
 
 
 def mirrored_label(label: int) -> int:

@@ -19,18 +19,11 @@ from matplotlib.lines import Line2D
 
 from scripts.atomic import write_atomically
 from scripts.geometry import spacing_and_direction
-from scripts.labels import ABBREVIATIONS, LABELS, LEFT_RIGHT_PAIRS, MUSCLES
+from scripts.labels import ABBREVIATIONS, LABELS, LEFT_RIGHT_PAIRS, MUSCLE_COLOURS, MUSCLES
 from scripts.muscle_metrics import PAIR_NAMES, slice_axis, slice_geometry, slice_rows
 
 DPI = 100
 QC_SIZE_PX = (1600, 900)  # (width, height) of the PNG in pixels
-# One hue per muscle, strong on the left side and light on the right (ColorBrewer "Paired"), in LEFT_RIGHT_PAIRS order.
-PAIR_COLOURS = (("#1f78b4", "#a6cee3"), ("#33a02c", "#b2df8a"), ("#e31a1c", "#fb9a99"), ("#ff7f00", "#fdbf6f"))
-MUSCLE_COLOURS: dict[int, str] = {
-    label: colour
-    for pair, colours in zip(LEFT_RIGHT_PAIRS, PAIR_COLOURS, strict=True)
-    for label, colour in zip(pair, colours, strict=True)
-}
 RIGHT_SIDE = {right for _, right in LEFT_RIGHT_PAIRS}
 PANEL_PAIRS = ("psoas", "quadratus_lumborum", "iliacus")  # keys of muscle_metrics.PAIR_NAMES, left to right
 # The subject's sides at the panel edges (axes fractions); true by construction of axial_view.

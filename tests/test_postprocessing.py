@@ -13,6 +13,7 @@ from monai.data import MetaTensor
 from monai.inferers import SimpleInferer
 from scipy import ndimage
 
+from scripts.colour_tables import ITKSNAP_NAME, SLICER_NAME
 from scripts.flip_tta import LeftRightFlipInferer
 from scripts.labels import MUSCLES, SWAP_LEFT_RIGHT
 
@@ -51,6 +52,7 @@ def test_inference_options_run_and_keep_one_piece_per_muscle(cohort: Path, train
         seg = np.asarray(nib.load(tmp_path / "out" / case["id"] / f"{case['id']}_seg.nii.gz").dataobj)
         for muscle in MUSCLES:
             assert ndimage.label(seg == muscle, structure=np.ones((3, 3, 3)))[1] <= 1, (case["id"], muscle)
+    assert (tmp_path / "out" / SLICER_NAME).is_file() and (tmp_path / "out" / ITKSNAP_NAME).is_file()
     # The options are part of the run's settings: a rerun with others is refused rather than mixed in.
     refused = infer(cohort, tmp_path / "out", ckpt, "--spacing", "[3.75,3.75,7.8]", check=False)
     assert refused.returncode != 0 and "overwrite" in refused.stderr

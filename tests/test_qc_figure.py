@@ -12,10 +12,10 @@ import pytest
 from conftest import SMALL_SHAPE, SMALL_SPACING
 from matplotlib.figure import Figure
 
-from scripts.labels import MUSCLES
+from scripts.labels import MUSCLE_COLOURS, MUSCLES
 from scripts.muscle_metrics import fat_fraction_map, muscle_report
 from scripts.phantom import Phantom, make_phantom
-from scripts.qc_figure import MUSCLE_COLOURS, QC_SIZE_PX, axial_view, save_qc_png
+from scripts.qc_figure import QC_SIZE_PX, axial_view, save_qc_png
 
 LEFT_PSOAS, LEFT_ILIACUS, LEFT_ERECTOR, RIGHT_ILIACUS = 1, 2, 4, 6
 
