@@ -54,5 +54,5 @@ def test_inference_options_run_and_keep_one_piece_per_muscle(cohort: Path, train
             assert ndimage.label(seg == muscle, structure=np.ones((3, 3, 3)))[1] <= 1, (case["id"], muscle)
     assert (tmp_path / "out" / SLICER_NAME).is_file() and (tmp_path / "out" / ITKSNAP_NAME).is_file()
     # The options are part of the run's settings: a rerun with others is refused rather than mixed in.
-    refused = infer(cohort, tmp_path / "out", ckpt, "--spacing", "[3.75,3.75,7.8]", check=False)
+    refused = infer(cohort, tmp_path / "out", ckpt, "--spacing", "[3.75,3.75,7.8]", "--flip_tta", "False", check=False)
     assert refused.returncode != 0 and "overwrite" in refused.stderr
