@@ -1,4 +1,4 @@
-"""Out of the box: the shipped sample scan and demonstration weights, with no argument and no GPU."""
+"""Out of the box: the shipped sample scan and weights, with no argument and no GPU."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def test_no_argument_inference_segments_the_sample(tmp_path: Path):
 @pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
 def test_shipped_weights_segment_real_erector_spinae_in_any_storage_order(tmp_path: Path):
     """TUM02 as given (LPS, headers disagreeing) and re-stored as S-A-L voxels: the same ES+M segmentation, close to
-    the manual one. TUM02 was in the demo training, so this guards the weights and the pipeline, not accuracy."""
+    the manual one. TUM02 was in the training of the shipped weights, so this guards the weights and the pipeline, not accuracy.
+    """
     water = nib.load(TUM02 / "water.nii.gz")
     for name in ("water", "fat"):
         array = np.asarray(nib.load(TUM02 / f"{name}.nii.gz").dataobj)
@@ -76,3 +77,24 @@ def test_shipped_weights_segment_real_erector_spinae_in_any_storage_order(tmp_pa
         predicted = given_seg == muscle
         dice = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
         assert dice > 0.9, f"{muscle}: Dice {dice:.3f}"
+
+
+@pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
+def test_shipped_weights_find_erector_spinae_in_a_contrast_they_were_not_trained_on(tmp_path: Path):
+    """TUM02's water image alone (muscle bright, fat dark: the in-phase contrast turned around) is not what the weights
+    were trained on; the robust recipe is what lets them find ES+M there (0.1.0 weights: Dice 0.00; these 0.82 / 0.81
+    in docs/README.md). Through the README's inference command, with its default post-processing."""
+    write_datalist(tmp_path / "datalist.json", {"testing": [{"id": "water", "image": str(TUM02 / "water.nii.gz")}]})
+    run_module(
+        "monai.bundle", "run", "inference",
+        "--config_file", "configs/inference.yaml",
+        "--dataset_dir", str(tmp_path),
+        "--output_dir", str(tmp_path / "out"),
+        "--num_workers", "0",
+    )  # fmt: skip
+    manual = np.asarray(nib.load(TUM02 / "label_es_mf.nii.gz").dataobj)
+    seg = np.asarray(nib.load(tmp_path / "out" / "water" / "water_seg.nii.gz").dataobj)
+    for muscle, reference in ((4, np.isin(manual, [3, 4])), (8, np.isin(manual, [1, 2]))):
+        predicted = seg == muscle
+        dice = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
+        assert dice > 0.75, f"{muscle}: Dice {dice:.3f}"
