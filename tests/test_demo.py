@@ -48,8 +48,8 @@ def test_no_argument_inference_segments_the_sample(tmp_path: Path):
 @pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
 def test_shipped_weights_segment_real_erector_spinae_in_any_storage_order(tmp_path: Path):
     """TUM02 as given (LPS, headers disagreeing) and re-stored as S-A-L voxels: the same ES+M segmentation, close to
-    the manual one. TUM02 was in the training of the shipped weights, so this guards the weights and the pipeline, not accuracy.
-    """
+    the manual one. TUM02 was in the training of the shipped weights: this guards the weights and the pipeline,
+    not accuracy."""
     water = nib.load(TUM02 / "water.nii.gz")
     for name in ("water", "fat"):
         array = np.asarray(nib.load(TUM02 / f"{name}.nii.gz").dataobj)
