@@ -41,14 +41,16 @@ def dicom_folder_problem(folder: str | Path) -> str | None:
 def image_problem(data: torch.Tensor | np.ndarray, affine: np.ndarray) -> str | None:
     """What makes an image unusable, or None: ``data`` (channel first) not one 3-D volume, not finite, empty, or
     a voxel-to-world ``affine`` whose axes are not orthonormal (a sheared or broken header). The one check for
-    images loaded by MONAI (``CheckedLoadImaged``) and by SimpleITK (``sitk_image_problem``, cohort preparation)."""
-    data = torch.as_tensor(data)
+    images loaded by MONAI (``CheckedLoadImaged``) and by SimpleITK (``sitk_image_problem``, cohort preparation).
+    NumPy only: cohort preparation runs it in forked worker processes, where PyTorch's thread pool can hang."""
+    data = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
     spatial = tuple(data.shape[1:])
     if data.ndim != 4 or data.shape[0] != 1:
         shape = spatial if data.shape[0] == 1 else (*spatial, data.shape[0])
         return f"has shape {shape} ({len(shape)}-D); expected one 3-D volume (X, Y, Z)"
-    if not torch.isfinite(data).all():
-        return f"contains {int((~torch.isfinite(data)).sum())} NaN or infinite voxels"
+    finite = np.isfinite(data)
+    if not finite.all():
+        return f"contains {int((~finite).sum())} NaN or infinite voxels"
     if not data.any():
         return "is all zero"
     linear = np.asarray(affine, np.float64)[:3, :3]
