@@ -30,6 +30,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from monai.bundle import ConfigParser
 from tqdm import tqdm
 
 from scripts.atomic import write_atomically, write_csv_atomically
@@ -38,10 +39,9 @@ from scripts.phantom import make_phantom, write_phantom
 
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "TUM02"
-# TUM02's label file: 1 right erector spinae, 2 right multifidus, 3 left multifidus, 4 left erector spinae.
 REAL_LABEL = "label_es_mf.nii.gz"
-REAL_LABEL_MAP = {"1": 8, "2": 8, "3": 4, "4": 4}
-REAL_ANNOTATED = [4, 8]
+# TUM02's label_map and annotated muscles, as the robust training recipe declares them.
+REAL_CASE = ConfigParser.load_config_file(BUNDLE_ROOT / "configs" / "robust_train.yaml")["real_case"]
 CONTRASTS = ("inphase", "water", "fat", "opposed", "remapped")
 # The remapping curve: in-phase intensity as a share of its 99th percentile -> new intensity (same scale).
 REMAP_KNOTS = ((0.0, 0.0), (0.1, 0.05), (0.25, 0.9), (0.5, 0.5), (0.8, 0.3), (1.0, 0.35), (10.0, 0.35))
@@ -89,8 +89,8 @@ def build_test_set(
                     "water": str((real_dir / "water.nii.gz").resolve()),
                     "fat": str((real_dir / "fat.nii.gz").resolve()),
                     "label": str((real_dir / REAL_LABEL).resolve()),
-                    "label_map": REAL_LABEL_MAP,
-                    "annotated": REAL_ANNOTATED,
+                    "label_map": REAL_CASE["label_map"],
+                    "annotated": REAL_CASE["annotated"],
                 }
             )
     for i in range(1, n_phantoms + 1):

@@ -74,7 +74,6 @@ RULES: dict[str, Rule] = {
     "loss": one_of("bce", "dicece"),
     "partial_fraction": optional(fraction),
     "roi_size": optional(patch),
-    "val_roi_size": optional(patch),
     "flip_prob": fraction,
     "rotate_prob": fraction,
     "noise_floor": fraction,

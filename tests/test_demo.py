@@ -45,6 +45,29 @@ def test_no_argument_inference_segments_the_sample(tmp_path: Path):
     assert (tmp_path / "output" / "metrics.csv").is_file()
 
 
+def infer_with_shipped_weights(dataset_dir: Path) -> Path:
+    """The README's inference command with the shipped weights on the ``testing`` cases of ``dataset_dir``; returns
+    the output folder."""
+    run_module(
+        "monai.bundle", "run", "inference",
+        "--config_file", "configs/inference.yaml",
+        "--dataset_dir", str(dataset_dir),
+        "--output_dir", str(dataset_dir / "out"),
+        "--num_workers", "0",
+    )  # fmt: skip
+    return dataset_dir / "out"
+
+
+def tum02_es_dice(seg: np.ndarray) -> dict[int, float]:
+    """Dice of our left (4) and right (8) ES+M against TUM02's manual label (README values: 1, 2 right; 3, 4 left)."""
+    manual = np.asarray(nib.load(TUM02 / "label_es_mf.nii.gz").dataobj)
+    dice = {}
+    for muscle, reference in ((4, np.isin(manual, [3, 4])), (8, np.isin(manual, [1, 2]))):
+        predicted = seg == muscle
+        dice[muscle] = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
+    return dice
+
+
 @pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
 def test_shipped_weights_segment_real_erector_spinae_in_any_storage_order(tmp_path: Path):
     """TUM02 as given (LPS, headers disagreeing) and re-stored as S-A-L voxels: the same ES+M segmentation, close to
@@ -59,23 +82,13 @@ def test_shipped_weights_segment_real_erector_spinae_in_any_storage_order(tmp_pa
         tmp_path / "datalist.json",
         {"testing": [given, {"id": "sal", "water": "water_sal.nii.gz", "fat": "fat_sal.nii.gz"}]},
     )
-    run_module(
-        "monai.bundle", "run", "inference",
-        "--config_file", "configs/inference.yaml",
-        "--dataset_dir", str(tmp_path),
-        "--output_dir", str(tmp_path / "out"),
-        "--num_workers", "0",
-    )  # fmt: skip
+    out = infer_with_shipped_weights(tmp_path)
 
-    manual = np.asarray(nib.load(TUM02 / "label_es_mf.nii.gz").dataobj)
-    right, left = np.isin(manual, [1, 2]), np.isin(manual, [3, 4])  # the TUM02 README's label values
-    given_seg = np.asarray(nib.load(tmp_path / "out" / "given" / "given_seg.nii.gz").dataobj)
-    sal = nib.load(tmp_path / "out" / "sal" / "sal_seg.nii.gz")
+    given_seg = np.asarray(nib.load(out / "given" / "given_seg.nii.gz").dataobj)
+    sal = nib.load(out / "sal" / "sal_seg.nii.gz")
     sal_seg, _ = reoriented(np.asarray(sal.dataobj), sal.affine, nib.aff2axcodes(water.affine))
     assert np.array_equal(sal_seg, given_seg)
-    for muscle, reference in ((4, left), (8, right)):
-        predicted = given_seg == muscle
-        dice = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
+    for muscle, dice in tum02_es_dice(given_seg).items():
         assert dice > 0.9, f"{muscle}: Dice {dice:.3f}"
 
 
@@ -85,16 +98,7 @@ def test_shipped_weights_find_erector_spinae_in_a_contrast_they_were_not_trained
     were trained on; the robust recipe is what lets them find ES+M there (0.1.0 weights: Dice 0.00; these 0.82 / 0.81
     in docs/README.md). Through the README's inference command, with its default post-processing."""
     write_datalist(tmp_path / "datalist.json", {"testing": [{"id": "water", "image": str(TUM02 / "water.nii.gz")}]})
-    run_module(
-        "monai.bundle", "run", "inference",
-        "--config_file", "configs/inference.yaml",
-        "--dataset_dir", str(tmp_path),
-        "--output_dir", str(tmp_path / "out"),
-        "--num_workers", "0",
-    )  # fmt: skip
-    manual = np.asarray(nib.load(TUM02 / "label_es_mf.nii.gz").dataobj)
-    seg = np.asarray(nib.load(tmp_path / "out" / "water" / "water_seg.nii.gz").dataobj)
-    for muscle, reference in ((4, np.isin(manual, [3, 4])), (8, np.isin(manual, [1, 2]))):
-        predicted = seg == muscle
-        dice = 2 * (predicted & reference).sum() / (predicted.sum() + reference.sum())
+    out = infer_with_shipped_weights(tmp_path)
+    seg = np.asarray(nib.load(out / "water" / "water_seg.nii.gz").dataobj)
+    for muscle, dice in tum02_es_dice(seg).items():
         assert dice > 0.75, f"{muscle}: Dice {dice:.3f}"
