@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.transforms import LoadImaged
+from monai.utils import PostFix
 
 from scripts.errors import InputError
 from scripts.geometry import spacing_and_direction
@@ -80,7 +81,9 @@ class CheckedLoadImaged(LoadImaged):
     ``LoadImaged`` lets a truncated ``.nii.gz`` fail with a bare ``EOFError`` and loads 2-D,
     4-D, NaN-filled, all-zero or sheared images without complaint; each of these would
     otherwise surface later as an unrelated error or a wrong segmentation. Loaded images
-    come out channel first, as with ``ensure_channel_first=True``.
+    come out channel first, as with ``ensure_channel_first=True``. With ``image_only`` false
+    (MONAI Label's bundle inference sets it), the header as loaded is also kept under
+    ``<key>_meta_dict``, as ``LoadImaged`` does: the label is written with its affine.
     """
 
     def __init__(self, keys: Any, **kwargs: Any) -> None:
@@ -91,11 +94,14 @@ class CheckedLoadImaged(LoadImaged):
         for key in self.key_iterator(d):
             path = d[key]
             try:
-                d[key] = self._loader(path, reader)
+                loaded = self._loader(path, reader)
             except Exception as error:  # any reader failure: name the file, keep the reader's words
                 raise InputError(
                     f"{key} {path}: cannot be read as an image ({type(error).__name__}: {error})"
                 ) from error
+            d[key] = loaded if self._loader.image_only else loaded[0]
+            if not self._loader.image_only:
+                d[PostFix.meta(key)] = dict(loaded[1])
             problem = image_problem(d[key].as_tensor(), d[key].affine.numpy())
             if problem:
                 raise InputError(f"{key} {path} {problem}")

@@ -1,0 +1,171 @@
+"""MONAI Label app serving this bundle to 3D Slicer: the model pre-segments a scan, a person corrects it and submits
+the label, and training fine-tunes the weights on every submitted label (the labelling loop).
+
+    monailabel start_server --app monailabel_app --studies /path/to/scans
+
+The app runs MONAI Label's own bundle tasks on a working copy of the bundle (configs, scripts, weights), by default
+in ``monailabel_app/model/lumbar_muscle_dixon_segmentation`` (``--conf bundle_copy DIR`` to put it elsewhere). Its
+configs and scripts are refreshed from the repository at every start; its weights are the shipped ones until the
+first training, then the fine-tuned ones (delete ``models/model.pt`` there to start again from the shipped weights).
+What differs from ``monai.bundle run inference``/``training`` is said where it happens below.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any, Callable, Sequence
+
+import nibabel
+import numpy
+from monai.bundle import ConfigParser
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleTrainTask
+
+logger = logging.getLogger(__name__)
+
+MODEL = "lumbar_muscle_dixon_segmentation"  # the name Slicer shows; "segmentation" in it sets the task type
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Fine-tuning from submitted labels: the bundle's own fine-tuning recipe, which starts from models/model.pt.
+TRAIN_CONFIGS = ("train.yaml", "finetune.yaml")
+# Inference steps that name and write the per-case muscle report (metrics, slices, QC picture) of
+# `monai.bundle run inference`; the server returns the label only. (MONAI Label drops SaveImaged itself.)
+REPORT_STEPS = ("CaseIdToMetad", "CaseReportd")
+
+
+def refresh_bundle_copy(source: str, copy: str) -> str:
+    """Copy the bundle's configs and scripts from ``source`` to ``copy``, and its weights only if ``copy`` has none."""
+    for folder in ("configs", "scripts"):
+        shutil.copytree(
+            os.path.join(source, folder),
+            os.path.join(copy, folder),
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    weights = os.path.join(copy, "models", "model.pt")
+    if not os.path.exists(weights):
+        os.makedirs(os.path.dirname(weights), exist_ok=True)
+        shutil.copy2(os.path.join(source, "models", "model.pt"), weights)
+    logger.info(f"Bundle working copy: {copy}; weights {weights} (delete them to start again from the shipped ones)")
+    return copy
+
+
+def read_bundle(path: str, config_files: Sequence[str]) -> ConfigParser:
+    """The bundle's configs merged in order, with ``metadata.json`` as ``_meta_`` (the training voxel size is read
+    from there), rooted at ``path``; MONAI Label's own reader leaves ``_meta_`` out."""
+    parser = ConfigParser()
+    parser.read_config([os.path.join(path, "configs", name) for name in config_files])
+    parser.read_meta(os.path.join(path, "configs", "metadata.json"))
+    parser["bundle_root"] = path
+    return parser
+
+
+def training_entry(entry: dict[str, str], muscles: Sequence[int]) -> dict[str, Any] | None:
+    """A submitted label (``image`` and ``label`` paths) as an entry of the bundle's training datalist: its ``id``
+    from the label's file name, and ``annotated`` listing the muscles drawn in it when not all of them are (the
+    partial-label loss then leaves the others out instead of teaching them as background). None when it holds no
+    muscle at all."""
+    values = numpy.unique(numpy.asarray(nibabel.load(entry["label"]).dataobj))
+    drawn = [m for m in muscles if m in values]
+    if not drawn:
+        return None
+    case_id = os.path.splitext(os.path.basename(entry["label"]).removesuffix(".gz"))[0]
+    return {"id": case_id, **entry} | ({} if len(drawn) == len(muscles) else {"annotated": drawn})
+
+
+class LumbarMuscleInferTask(BundleInferTask):
+    """MONAI Label's bundle inference on ``configs/inference.yaml``, giving the label of ``monai.bundle run
+    inference`` (same preprocessing, inferer with flip averaging, largest pieces, on the scan's own grid).
+
+    The in-phase image is the study's image; MONAI Label's image loader wrapper is left out, as it expects every key
+    of the bundle's loader (in-phase, out-of-phase, water, fat) in the request.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str]) -> None:
+        super().__init__(path, conf, extend_load_image=False, load_strict=True)
+
+    def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
+        return read_bundle(path, [os.path.basename(config)])
+
+    def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
+        return [t for t in super().pre_transforms(data) if type(t).__name__ not in REPORT_STEPS]
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        # MONAI's Spacingd copies a NIfTI image's metadata into every "image_*" entry of the case, and fails on
+        # MONAI Label's "image_path" (a string): it is set aside while preprocessing runs (the writer needs it).
+        path = data.pop("image_path", None)
+        data = super().run_pre_transforms(data, transforms)
+        data["image_path"] = path
+        return data
+
+    def post_transforms(self, data: Any = None) -> Sequence[Callable]:
+        return [t for t in super().post_transforms(data) if type(t).__name__ not in REPORT_STEPS]
+
+
+class LumbarMuscleTrainTask(BundleTrainTask):
+    """MONAI Label's bundle training on ``train.yaml`` + ``finetune.yaml``: fine-tunes the working copy's weights on
+    the submitted labels and writes the best epoch back there, where inference picks it up.
+
+    Partially drawn scans are accepted: muscles missing from a label are left out of its loss (``training_entry``).
+    With too few labels for a validation split, validation runs on the training labels.
+    """
+
+    def __init__(self, path: str, conf: dict[str, str]) -> None:
+        super().__init__(path, conf, load_strict=True)
+        self.bundle_config_path = [os.path.join(path, "configs", name) for name in TRAIN_CONFIGS]
+        self.bundle_config = read_bundle(path, TRAIN_CONFIGS)
+
+    def config(self) -> dict[str, Any]:
+        options = super().config()
+        options.pop("pretrained")  # always fine-tuned: finetune.yaml loads the weights
+        return options
+
+    def _load_checkpoint(self, model_pytorch: str, pretrained: bool, train_handlers: list) -> None:
+        """Nothing: finetune.yaml loads ``models/model.pt`` (strictly) before training."""
+
+    def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
+        channels = self.bundle_config["_meta_"]["network_data_format"]["outputs"]["pred"]["channel_def"]
+        muscles = [int(k) for k in channels if int(k)]
+        entries = []
+        for entry in super()._fetch_datalist(request, datastore):
+            kept = training_entry(entry, muscles)
+            if kept is None:
+                logger.warning(f"Label {entry['label']} holds no muscle: left out of training")
+            else:
+                entries.append(kept)
+        return entries
+
+    def _partition_datalist(self, datalist: list, request: dict[str, Any], shuffle: bool = False) -> tuple:
+        train, validation = super()._partition_datalist(datalist, request, shuffle)
+        if not validation:
+            logger.info("Too few labels for a validation split: validating on the training labels")
+            validation = train
+        return train, validation
+
+    def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        overrides["ckpt_dir"] = os.path.join(self.bundle_path, "models")  # where the inference task reads weights
+        return overrides
+
+
+class LumbarMuscleApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        copy = conf.get("bundle_copy", os.path.join(app_dir, "model", MODEL))
+        self.bundle = refresh_bundle_copy(REPOSITORY, os.path.abspath(copy))
+        super().__init__(
+            app_dir=app_dir,
+            studies=studies,
+            conf=conf,
+            name="Lumbar muscles (Dixon MRI)",
+            description="Left/right psoas, iliacus, quadratus lumborum and erector spinae + multifidus",
+        )
+
+    def init_infers(self) -> dict[str, InferTask]:
+        return {MODEL: LumbarMuscleInferTask(self.bundle, self.conf)}
+
+    def init_trainers(self) -> dict[str, TrainTask]:
+        return {MODEL: LumbarMuscleTrainTask(self.bundle, self.conf)}
