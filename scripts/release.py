@@ -3,8 +3,9 @@
     python -m scripts.release [--out dist]
 
 The archive holds the bundle's own files under one folder named after the bundle:
-configs, scripts, models, docs, the sample scan, LICENSE, README.md, requirements.txt and
-large_files.yml. Tests, caches, hidden files and training outputs stay out.
+configs, scripts, models, docs, the sample scan, LICENSE, README.md, requirements.txt,
+large_files.yml and the MONAI Label app with its requirements. Tests, caches, hidden files,
+training outputs and what the MONAI Label server writes into its app folder stay out.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ BUNDLE_PARTS = (
     "README.md",
     "requirements.txt",
     "large_files.yml",
+    "monailabel_app/main.py",  # the app's code only: the server writes its working copy and logs beside it
+    "requirements-monailabel.txt",
 )
 
 

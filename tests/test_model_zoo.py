@@ -170,6 +170,7 @@ def test_release_archive_holds_the_bundle_only(tmp_path: Path):
     names = zipfile.ZipFile(archive).namelist()
     assert "lumbar_muscle_dixon_segmentation/configs/metadata.json" in names
     assert "lumbar_muscle_dixon_segmentation/models/model.pt" in names
+    assert [n for n in names if "/monailabel_app/" in n] == ["lumbar_muscle_dixon_segmentation/monailabel_app/main.py"]
     assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc")]
     printed = subprocess.run(
         [sys.executable, "-m", "scripts.release", "--out", str(tmp_path / "cli")],
