@@ -7,6 +7,7 @@ Needs the optional extra (requirements-monailabel.txt); skipped where MONAI Labe
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from tests.conftest import REPO, infer, read_csv, save_reoriented, write_datalist
@@ -92,11 +94,26 @@ class Server:
             time.sleep(1)
         raise AssertionError(f"the server did not answer within {timeout} s:\n{self.log_tail()}")
 
-    def infer(self, study: str, target: Path) -> Path:
-        reply = requests.post(f"{self.url}/infer/{MODEL}", params={"image": study, "output": "image"}, timeout=300)
+    def infer(self, study: str, target: Path, params: dict | None = None) -> Path:
+        reply = requests.post(
+            f"{self.url}/infer/{MODEL}",
+            params={"image": study, "output": "image"},
+            data={"params": json.dumps(params or {})},
+            timeout=300,
+        )
         assert reply.status_code == 200, f"{reply.text}\n{self.log_tail()}"
         target.write_bytes(reply.content)
         return target
+
+    def train(self, **params: int) -> None:
+        """``/train`` for our model, waited for; it must end well."""
+        reply = requests.post(f"{self.url}/train/{MODEL}", json=params, timeout=60)
+        assert reply.status_code == 200, reply.text
+        deadline = time.monotonic() + 900
+        while (status := requests.get(f"{self.url}/train/", timeout=60).json())["status"] in ("SUBMITTED", "RUNNING"):
+            assert time.monotonic() < deadline, "training did not finish in 15 minutes"
+            time.sleep(2)
+        assert status["status"] == "DONE", "\n".join(status.get("details", [])) + self.log_tail()
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)  # the server and the training processes it started
@@ -137,6 +154,12 @@ def test_infer_gives_the_label_of_bundle_inference(server: Server, tmp_path: Pat
         served = nib.load(server.infer(study, tmp_path / f"{study}_served.nii.gz"))
         assert_same_label(served, reference[study])
         assert set(np.unique(np.asarray(served.dataobj))) == set(range(9)), "every muscle found on the sample"
+    # Written as NRRD on request (a format 3D Slicer reads), the same voxels in the same place.
+    nrrd = sitk.ReadImage(str(server.infer("sub01_pls", tmp_path / "served.nrrd", {"result_extension": ".nrrd"})))
+    nifti = sitk.ReadImage(str(tmp_path / "bundle" / "sub01_pls" / "sub01_pls_seg.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(nrrd), sitk.GetArrayFromImage(nifti))
+    for geometry in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(nrrd, geometry)(), getattr(nifti, geometry)(), atol=1e-4)
     # Only the label comes back: the muscle report of `monai.bundle run inference` is not written by the server.
     assert not list(server.root.rglob("*_metrics.json"))
 
@@ -160,19 +183,14 @@ def test_submitted_labels_finetune_the_shipped_weights(server: Server, tmp_path:
     stored = requests.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=60).json()["objects"]
     assert all("final" in stored[study]["labels"] for study in labels)
 
-    reply = requests.post(f"{server.url}/train/{MODEL}", json={"max_epochs": 1}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    deadline = time.monotonic() + 900
-    while (status := requests.get(f"{server.url}/train/", timeout=60).json())["status"] in ("SUBMITTED", "RUNNING"):
-        assert time.monotonic() < deadline, "training did not finish in 15 minutes"
-        time.sleep(2)
-    assert status["status"] == "DONE", "\n".join(status.get("details", [])) + server.log_tail()
+    server.train(max_epochs=1)
 
     # Fine-tuned from the shipped weights (one epoch moves them a little; a new start would be far from them),
     # written to the app's working copy, where inference reads them.
     finetuned = server.bundle / "models" / "model.pt"
     weights = torch.load(finetuned, map_location="cpu", weights_only=True)
-    change = relative_change(weights, torch.load(SHIPPED, map_location="cpu", weights_only=True))
+    shipped = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    change = relative_change(weights, shipped)
     assert 0 < change < 0.05, change
     # The partly drawn scan trained on its two muscles only: validation scored nothing else on it.
     scored = {row["id"]: row for row in read_csv(server.bundle / "runs" / "dice_per_case.csv")}
@@ -184,6 +202,12 @@ def test_submitted_labels_finetune_the_shipped_weights(server: Server, tmp_path:
 
     reference = bundle_labels(server, finetuned, tmp_path / "bundle")
     assert_same_label(nib.load(server.infer("sub01", tmp_path / "served.nii.gz")), reference["sub01"])
+
+    # The loop goes on: a second round starts from the weights of the first, so it ends further from the shipped
+    # ones (a new start from them, on the same labels with the same seed, would end where the first round did).
+    server.train(max_epochs=1)
+    again = torch.load(finetuned, map_location="cpu", weights_only=True)
+    assert relative_change(again, shipped) > change > 0, (relative_change(again, shipped), change)
 
 
 def test_training_entries_of_submitted_labels(tmp_path: Path) -> None:
