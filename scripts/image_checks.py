@@ -6,6 +6,7 @@ from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 import torch
@@ -49,9 +50,8 @@ def image_problem(data: torch.Tensor | np.ndarray, affine: np.ndarray) -> str | 
     if data.ndim != 4 or data.shape[0] != 1:
         shape = spatial if data.shape[0] == 1 else (*spatial, data.shape[0])
         return f"has shape {shape} ({len(shape)}-D); expected one 3-D volume (X, Y, Z)"
-    finite = np.isfinite(data)
-    if not finite.all():
-        return f"contains {int((~finite).sum())} NaN or infinite voxels"
+    if problem := nonfinite_problem(data):
+        return problem
     if not data.any():
         return "is all zero"
     linear = np.asarray(affine, np.float64)[:3, :3]
@@ -62,6 +62,18 @@ def image_problem(data: torch.Tensor | np.ndarray, affine: np.ndarray) -> str | 
     if deviation > ORTHONORMAL_TOL:
         return f"has a direction matrix whose axes are not orthonormal (off by {deviation:.3g}): a sheared header"
     return None
+
+
+def nonfinite_problem(data: np.ndarray) -> str | None:
+    """How many voxels of ``data`` are NaN or infinite, when any are."""
+    bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+    return f"contains {bad} NaN or infinite voxels" if bad else None
+
+
+def nifti_voxel_problem(path: str | Path) -> str | None:
+    """``nonfinite_problem`` of the voxels stored in a NIfTI file. SimpleITK's reader turns NaN and infinite voxels
+    into 0, so an image that cohort preparation has read through it can no longer show them."""
+    return nonfinite_problem(np.asanyarray(nib.load(path).dataobj))
 
 
 def sitk_image_problem(image: sitk.Image) -> str | None:

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.errors import InputError
 from scripts.geometry import Grid
-from scripts.image_checks import dicom_folder_problem, sitk_image_problem
+from scripts.image_checks import dicom_folder_problem, nifti_voxel_problem, sitk_image_problem
 from scripts.registration import Pose, RigidRegistration, resample, target_grid
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def read_image(path: Path, pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
     except RuntimeError as error:  # SimpleITK's message starts with its own source location, then the reason
         reason = " ".join(str(error).split("sitk::ERROR:")[-1].split())
         raise InputError(f"{path} cannot be read as an image: {reason}") from error
-    if problem := sitk_image_problem(image):
+    if problem := (path.is_file() and nifti_voxel_problem(path)) or sitk_image_problem(image):
         raise InputError(f"{path} {problem}")
     return image
 

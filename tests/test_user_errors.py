@@ -144,11 +144,20 @@ def test_a_program_fault_keeps_its_traceback(capsys: pytest.CaptureFixture):
     assert "Traceback" not in err and "ERROR: the file x is broken" in err
 
 
-@pytest.mark.parametrize("shape, expected", [((6, 5, 4), "is all zero"), ((6, 5, 4, 2), "is not one 3-D volume")])
-def test_prepare_refuses_images_the_loading_path_refuses(tmp_path: Path, shape: tuple, expected: str):
-    """Cohort preparation (SimpleITK) applies the check of the MONAI loading path (``image_checks.image_problem``).
-    (NaN cannot be tested here: SimpleITK's NIfTI reader turns NaN and infinite voxels into 0 before any check.)"""
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (np.zeros((6, 5, 4)), "is all zero"),
+        (np.zeros((6, 5, 4, 2)), "is not one 3-D volume"),
+        # SimpleITK's reader turns these voxels into 0: they are counted in the file itself.
+        (np.where(np.arange(120).reshape(6, 5, 4) % 7, 1.0, np.nan), "contains 18 NaN or infinite voxels"),
+        (np.where(np.arange(120).reshape(6, 5, 4) == 3, np.inf, 1.0), "contains 1 NaN or infinite voxels"),
+    ],
+    ids=["all-zero", "4d", "nan", "inf"],
+)
+def test_prepare_refuses_images_the_loading_path_refuses(tmp_path: Path, data: np.ndarray, expected: str):
+    """Cohort preparation (SimpleITK) applies the check of the MONAI loading path (``image_checks.image_problem``)."""
     path = tmp_path / "inphase.nii.gz"
-    nib.save(nib.Nifti1Image(np.zeros(shape, np.float32), np.eye(4)), path)
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), path)
     with pytest.raises(InputError, match=expected):
         read_image(path)
