@@ -207,6 +207,10 @@ def test_submitted_labels_finetune_the_shipped_weights(server: Server, tmp_path:
     # ones (a new start from them, on the same labels with the same seed, would end where the first round did).
     server.train(max_epochs=1)
     again = torch.load(finetuned, map_location="cpu", weights_only=True)
+    print(
+        f"relative change from the shipped weights: {change:.2e} after one round, "
+        f"{relative_change(again, shipped):.2e} after two"
+    )
     assert relative_change(again, shipped) > change > 0, (relative_change(again, shipped), change)
 
 
