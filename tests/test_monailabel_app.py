@@ -22,7 +22,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from tests.conftest import REPO, infer, read_csv, save_reoriented, write_datalist
+from tests.conftest import REPO, TUM02, infer, read_csv, save_reoriented, write_datalist
 
 pytest.importorskip("monailabel")
 requests = pytest.importorskip("requests")
@@ -63,6 +63,10 @@ class Server:
         self.studies.mkdir()
         for study, axcodes in STUDIES.items():
             reoriented_copy(SAMPLE / "inphase.nii.gz", axcodes, self.studies / f"{study}.nii.gz")
+        if TUM02.is_dir():  # a real scan, as a lab would bring it: in-phase = water + fat, in the fat image's header
+            fat = nib.load(TUM02 / "fat.nii.gz")
+            inphase = np.asarray(nib.load(TUM02 / "water.nii.gz").dataobj, np.float32) + fat.get_fdata(dtype=np.float32)
+            nib.save(nib.Nifti1Image(inphase, fat.affine, fat.header), self.studies / "TUM02.nii.gz")
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = root / "server.log"
         command = [
@@ -132,14 +136,14 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     assert running.process.poll() is not None
 
 
-def bundle_labels(server: Server, ckpt: Path, output: Path) -> dict[str, nib.Nifti1Image]:
-    """``monai.bundle run inference`` on the server's studies with the weights ``ckpt``."""
+def bundle_labels(server: Server, ckpt: Path, output: Path, studies: list[str] = list(STUDIES)) -> dict:
+    """``monai.bundle run inference`` on the server's ``studies`` with the weights ``ckpt``: label images by study."""
     datalist = write_datalist(
         output.parent / f"{output.name}_datalist.json",
-        {"testing": [{"id": s, "image": str(server.studies / f"{s}.nii.gz")} for s in STUDIES]},
+        {"testing": [{"id": s, "image": str(server.studies / f"{s}.nii.gz")} for s in studies]},
     )
     infer(server.studies, output, ckpt, "--datalist", str(datalist))
-    return {s: nib.load(output / s / f"{s}_seg.nii.gz") for s in STUDIES}
+    return {s: nib.load(output / s / f"{s}_seg.nii.gz") for s in studies}
 
 
 def assert_same_label(served: nib.Nifti1Image, reference: nib.Nifti1Image) -> None:
@@ -162,6 +166,15 @@ def test_infer_gives_the_label_of_bundle_inference(server: Server, tmp_path: Pat
         np.testing.assert_allclose(getattr(nrrd, geometry)(), getattr(nifti, geometry)(), atol=1e-4)
     # Only the label comes back: the muscle report of `monai.bundle run inference` is not written by the server.
     assert not list(server.root.rglob("*_metrics.json"))
+
+
+@pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
+def test_infer_on_a_real_scan(server: Server, tmp_path: Path) -> None:
+    """TUM02 (400 x 400 x 29, LPS, 1.02 x 1.02 x 4 mm, qform only): the served label is bundle inference's."""
+    reference = bundle_labels(server, SHIPPED, tmp_path / "bundle", ["TUM02"])["TUM02"]
+    served = nib.load(server.infer("TUM02", tmp_path / "served.nii.gz"))
+    assert_same_label(served, reference)
+    assert {4, 8} <= set(np.unique(np.asarray(served.dataobj))), "erector spinae + multifidus found on both sides"
 
 
 def relative_change(weights: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> float:
