@@ -153,6 +153,8 @@ class LumbarMuscleTrainTask(BundleTrainTask):
 
 
 class LumbarMuscleApp(MONAILabelApp):
+    """One model, ``lumbar_muscle_dixon_segmentation``, for inference and training, on the studies' datastore."""
+
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         copy = conf.get("bundle_copy", os.path.join(app_dir, "model", MODEL))
         self.bundle = refresh_bundle_copy(REPOSITORY, os.path.abspath(copy))

@@ -94,8 +94,8 @@ class CheckedLoadImaged(LoadImaged):
     4-D, NaN-filled, all-zero or sheared images without complaint; each of these would
     otherwise surface later as an unrelated error or a wrong segmentation. Loaded images
     come out channel first, as with ``ensure_channel_first=True``. With ``image_only`` false
-    (MONAI Label's bundle inference sets it), the header as loaded is also kept under
-    ``<key>_meta_dict``, as ``LoadImaged`` does: the label is written with its affine.
+    (MONAI Label's bundle inference sets it on every ``LoadImaged``), the header as loaded is
+    also kept under ``<key>_meta_dict``, as ``LoadImaged`` does.
     """
 
     def __init__(self, keys: Any, **kwargs: Any) -> None:

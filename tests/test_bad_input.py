@@ -74,6 +74,18 @@ def test_non_orthonormal_direction_is_refused(tmp_path: Path):
         load(nifti(tmp_path / "sheared.nii.gz", volume(), sheared))
 
 
+def test_loading_with_image_only_false_keeps_the_header_as_loadimaged_does(tmp_path: Path):
+    """MONAI Label's bundle inference turns ``image_only`` off on every ``LoadImaged``: checks still apply, and the
+    header is also kept under ``<key>_meta_dict``."""
+    loader = CheckedLoadImaged(["image"])
+    loader._loader.image_only = False  # as monailabel.tasks.infer.bundle does
+    case = loader({"image": str(nifti(tmp_path / "image.nii.gz", volume()))})
+    assert case["image"].shape == (1, 8, 8, 4)
+    np.testing.assert_allclose(case["image_meta_dict"]["affine"], AFFINE)
+    with pytest.raises(ValueError, match="is all zero"):
+        loader({"image": str(nifti(tmp_path / "zero.nii.gz", np.zeros((8, 8, 4), np.float32)))})
+
+
 def test_water_and_fat_of_different_shapes_are_refused(tmp_path: Path):
     case = CheckedLoadImaged(["water", "fat"])(
         {
