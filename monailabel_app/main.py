@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import nibabel
 import numpy
+from fastapi import HTTPException
 from monai.bundle import ConfigParser
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
@@ -78,16 +79,31 @@ def training_entry(entry: dict[str, str], muscles: Sequence[int]) -> dict[str, A
     return {"id": case_id, **entry} | ({} if len(drawn) == len(muscles) else {"annotated": drawn})
 
 
+def is_input_error(error: BaseException) -> bool:
+    """Whether ``error`` is the bundle's ``InputError`` (a problem of the user's files). Told by name: MONAI Label
+    imports the bundle's scripts anew for every request, so the class object is not a fixed one."""
+    return any(cls.__name__ == "InputError" for cls in type(error).__mro__)
+
+
 class LumbarMuscleInferTask(BundleInferTask):
     """MONAI Label's bundle inference on ``configs/inference.yaml``, giving the label of ``monai.bundle run
     inference`` (same preprocessing, inferer with flip averaging, largest pieces, on the scan's own grid).
 
     The in-phase image is the study's image; MONAI Label's image loader wrapper is left out, as it expects every key
-    of the bundle's loader (in-phase, out-of-phase, water, fat) in the request.
+    of the bundle's loader (in-phase, out-of-phase, water, fat) in the request. An unusable scan is answered with
+    HTTP 422 and the bundle's message (e.g. "image .../blank.nii.gz is all zero").
     """
 
     def __init__(self, path: str, conf: dict[str, str]) -> None:
         super().__init__(path, conf, extend_load_image=False, load_strict=True)
+
+    def __call__(self, request: dict[str, Any], callbacks: Any = None) -> tuple[Any, dict]:
+        try:
+            return super().__call__(request, callbacks)
+        except Exception as error:
+            if is_input_error(error):  # the scan's problem, said to the client instead of "Internal Server Error"
+                raise HTTPException(status_code=422, detail=str(error)) from error
+            raise
 
     def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
         return read_bundle(path, [os.path.basename(config)])

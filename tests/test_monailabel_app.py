@@ -63,6 +63,7 @@ class Server:
         self.studies.mkdir()
         for study, axcodes in STUDIES.items():
             reoriented_copy(SAMPLE / "inphase.nii.gz", axcodes, self.studies / f"{study}.nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros((20, 20, 10), np.float32), np.eye(4)), self.studies / "blank.nii.gz")
         if TUM02.is_dir():  # a real scan, as a lab would bring it: in-phase = water + fat, in the fat image's header
             fat = nib.load(TUM02 / "fat.nii.gz")
             inphase = np.asarray(nib.load(TUM02 / "water.nii.gz").dataobj, np.float32) + fat.get_fdata(dtype=np.float32)
@@ -98,13 +99,16 @@ class Server:
             time.sleep(1)
         raise AssertionError(f"the server did not answer within {timeout} s:\n{self.log_tail()}")
 
-    def infer(self, study: str, target: Path, params: dict | None = None) -> Path:
-        reply = requests.post(
+    def request_label(self, study: str, params: dict | None = None) -> requests.Response:
+        return requests.post(
             f"{self.url}/infer/{MODEL}",
             params={"image": study, "output": "image"},
             data={"params": json.dumps(params or {})},
             timeout=300,
         )
+
+    def infer(self, study: str, target: Path, params: dict | None = None) -> Path:
+        reply = self.request_label(study, params)
         assert reply.status_code == 200, f"{reply.text}\n{self.log_tail()}"
         target.write_bytes(reply.content)
         return target
@@ -166,6 +170,12 @@ def test_infer_gives_the_label_of_bundle_inference(server: Server, tmp_path: Pat
         np.testing.assert_allclose(getattr(nrrd, geometry)(), getattr(nifti, geometry)(), atol=1e-4)
     # Only the label comes back: the muscle report of `monai.bundle run inference` is not written by the server.
     assert not list(server.root.rglob("*_metrics.json"))
+
+
+def test_an_unusable_scan_is_refused_with_its_reason(server: Server) -> None:
+    reply = server.request_label("blank")
+    assert reply.status_code == 422
+    assert reply.json()["detail"] == f"image {server.studies / 'blank.nii.gz'} is all zero"
 
 
 @pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
