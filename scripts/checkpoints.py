@@ -18,14 +18,18 @@ logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = re.compile(r"last_checkpoint_epoch=(\d+)\.pt$")
 
 
-def latest_checkpoint(output_dir: str | Path) -> Path:
-    """The newest last-epoch checkpoint in ``output_dir`` that loads; a file cut off by a kill is passed over."""
-    found = sorted(
+def last_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """The last-epoch checkpoints in ``output_dir`` with their epochs, oldest first."""
+    return sorted(
         (int(m.group(1)), path)
         for path in Path(output_dir).glob("last_checkpoint_epoch=*.pt")
         if (m := LAST_CHECKPOINT.search(path.name))
     )
-    for epoch, path in reversed(found):
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path:
+    """The newest last-epoch checkpoint in ``output_dir`` that loads; a file cut off by a kill is passed over."""
+    for epoch, path in reversed(last_checkpoints(output_dir)):
         try:
             torch.load(path, map_location="cpu", weights_only=True)
             return path
@@ -37,11 +41,16 @@ def latest_checkpoint(output_dir: str | Path) -> Path:
     )
 
 
-def attach_resume(trainer: Engine, output_dir: str | Path, objects: dict, device: torch.device | str) -> Path:
+def attach_resume(
+    trainer: Engine, saver: AtomicCheckpointSaver, output_dir: str | Path, objects: dict, device: torch.device | str
+) -> Path:
     """Make ``trainer`` start from the latest checkpoint: ``objects`` (model, optimizer, trainer) are restored with
-    MONAI's ``CheckpointLoader`` (weights only), so training goes on at the next epoch up to the configured total."""
+    MONAI's ``CheckpointLoader`` (weights only), so training goes on at the next epoch up to the configured total.
+    ``saver`` (the last-epoch saver) counts the checkpoints already there among those it keeps, so they are
+    replaced in turn rather than left behind."""
     path = latest_checkpoint(output_dir)
     CheckpointLoader(load_path=str(path), load_dict=objects, map_location=device).attach(trainer)
+    saver.keep_rotating(output_dir)
     logger.info("resuming from %s", path)
     return path
 
@@ -80,3 +89,12 @@ class AtomicCheckpointSaver(CheckpointSaver):
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
                 checkpoint.save_handler = AtomicDiskSaver(save_dir, checkpoint.save_handler.filename)
+
+    def keep_rotating(self, output_dir: str | Path) -> None:
+        """Take the last-epoch checkpoints in ``output_dir`` (those of the run being resumed) as saved by this saver,
+        so that it removes the oldest of them once it holds more than ``n_saved``, as within one run. Ignite's
+        ``Checkpoint`` state is a list of (priority, file name) pairs; the priority of a last-epoch checkpoint is its
+        epoch."""
+        checkpoint = self._interval_checkpoint
+        (key,) = checkpoint.state_dict()  # "saved" or "_saved", by Ignite release
+        checkpoint.load_state_dict({key: [(epoch, path.name) for epoch, path in last_checkpoints(output_dir)]})

@@ -54,3 +54,8 @@ def test_training_resumes_from_the_newest_intact_checkpoint(cohort: Path, tmp_pa
     assert epochs == [1, 2, 2, 3]  # epoch 2 trained again from the intact epoch 1
     saved = torch.load(tmp_path / "last_checkpoint_epoch=3.pt", weights_only=True)
     assert saved["trainer"]["iteration"] == 3 * saved["trainer"]["epoch_length"]
+    # The resumed run goes on keeping the last two: epoch 1's file, from before the resume, is gone.
+    assert sorted(p.name for p in tmp_path.glob("last_checkpoint_epoch=*.pt")) == [
+        "last_checkpoint_epoch=2.pt",
+        "last_checkpoint_epoch=3.pt",
+    ]
