@@ -133,8 +133,11 @@ class LumbarMuscleTrainTask(BundleTrainTask):
 
     def __init__(self, path: str, conf: dict[str, str]) -> None:
         super().__init__(path, conf, load_strict=True)
+        # What MONAI Label's training run (monai.bundle.run) reads: the same files, merged.
         self.bundle_config_path = [os.path.join(path, "configs", name) for name in TRAIN_CONFIGS]
-        self.bundle_config = read_bundle(path, TRAIN_CONFIGS)
+
+    def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
+        return read_bundle(path, TRAIN_CONFIGS)
 
     def config(self) -> dict[str, Any]:
         options = super().config()

@@ -140,7 +140,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     assert running.process.poll() is not None
 
 
-def bundle_labels(server: Server, ckpt: Path, output: Path, studies: list[str] = list(STUDIES)) -> dict:
+def bundle_labels(server: Server, ckpt: Path, output: Path, studies: tuple[str, ...] = tuple(STUDIES)) -> dict:
     """``monai.bundle run inference`` on the server's ``studies`` with the weights ``ckpt``: label images by study."""
     datalist = write_datalist(
         output.parent / f"{output.name}_datalist.json",
@@ -181,7 +181,7 @@ def test_an_unusable_scan_is_refused_with_its_reason(server: Server) -> None:
 @pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
 def test_infer_on_a_real_scan(server: Server, tmp_path: Path) -> None:
     """TUM02 (400 x 400 x 29, LPS, 1.02 x 1.02 x 4 mm, qform only): the served label is bundle inference's."""
-    reference = bundle_labels(server, SHIPPED, tmp_path / "bundle", ["TUM02"])["TUM02"]
+    reference = bundle_labels(server, SHIPPED, tmp_path / "bundle", ("TUM02",))["TUM02"]
     served = nib.load(server.infer("TUM02", tmp_path / "served.nii.gz"))
     assert_same_label(served, reference)
     assert {4, 8} <= set(np.unique(np.asarray(served.dataobj))), "erector spinae + multifidus found on both sides"
