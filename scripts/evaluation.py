@@ -3,7 +3,8 @@
 Everything is measured on the input's own voxel grid, distances in millimetres of its own spacing. Per case and
 annotated muscle: Dice, 95th-percentile Hausdorff distance (HD95) and average symmetric surface distance (ASSD)
 from MONAI's ``DiceMetric``, ``HausdorffDistanceMetric`` and ``SurfaceDistanceMetric``; the volume and mean fat
-fraction of prediction and reference from ``scripts.muscle_metrics``, and their differences. For the cohort,
+fraction of prediction and reference from ``scripts.muscle_metrics``, whole and core (the muscle eroded by about
+2 mm), and their differences. For the cohort,
 ``EvaluationWriter`` writes to its output folder:
 
 - ``evaluation.csv``: one row per case and annotated muscle (``ROW_FIELDS``);
@@ -52,6 +53,9 @@ ROW_FIELDS = (
     "fat_fraction_pred_percent",
     "fat_fraction_ref_percent",
     "fat_fraction_diff_pp",
+    "core_fat_fraction_pred_percent",
+    "core_fat_fraction_ref_percent",
+    "core_fat_fraction_diff_pp",
 )
 COLUMNS = tuple(ABBREVIATIONS[m] for m in MUSCLES)
 NOT_SCORED = "–"
@@ -136,6 +140,7 @@ def case_rows(
         )
         p, r = measured_pred[name], measured_ref[name]
         ff_pred, ff_ref = p["fat_fraction_mean_percent"], r["fat_fraction_mean_percent"]
+        core_pred, core_ref = p["core_fat_fraction_mean_percent"], r["core_fat_fraction_mean_percent"]
         rows.append(
             {
                 "id": case_id,
@@ -149,6 +154,9 @@ def case_rows(
                 "fat_fraction_pred_percent": ff_pred,
                 "fat_fraction_ref_percent": ff_ref,
                 "fat_fraction_diff_pp": _difference(ff_pred, ff_ref),
+                "core_fat_fraction_pred_percent": core_pred,
+                "core_fat_fraction_ref_percent": core_ref,
+                "core_fat_fraction_diff_pp": _difference(core_pred, core_ref),
             }
         )
     return rows

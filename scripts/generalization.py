@@ -122,7 +122,7 @@ def evaluate(ckpt: Path, data_dir: Path, output_dir: Path, spacing: Sequence[flo
 
 
 def read_dice(evaluation_csv: Path) -> list[dict]:
-    """(id, muscle, dice, fat_fraction_diff_pp) of every scored row."""
+    """(id, muscle, dice, whole-muscle and core fat-fraction difference in pp) of every scored row."""
     with evaluation_csv.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
 
@@ -135,6 +135,7 @@ def read_dice(evaluation_csv: Path) -> list[dict]:
             "muscle": r["muscle"],
             "dice": number(r["dice"]),
             "ff_diff_pp": number(r["fat_fraction_diff_pp"]),
+            "core_ff_diff_pp": number(r["core_fat_fraction_diff_pp"]),
         }
         for r in rows
     ]
@@ -190,7 +191,9 @@ def run(
         long_rows += [{"model": name, "option": option, **r} for r in rows]
         table[f"{name} / {option}"] = summary_row(rows)
     write_csv_atomically(
-        output_dir / "generalization.csv", long_rows, ("model", "option", "id", "muscle", "dice", "ff_diff_pp")
+        output_dir / "generalization.csv",
+        long_rows,
+        ("model", "option", "id", "muscle", "dice", "ff_diff_pp", "core_ff_diff_pp"),
     )
     text = markdown(table)
     write_atomically(output_dir / "generalization.md", lambda path: path.write_text(text, encoding="utf-8"))

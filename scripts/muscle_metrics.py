@@ -5,9 +5,10 @@ so the numbers hold for the voxels the user gave. The "axial" slices are those a
 world z (superior–inferior), whatever the array order. The results are plain Python numbers (``json.dumps`` works):
 
 - ``fat_fraction_map``: the voxel fat fraction F/(W+F) from the Dixon images, NaN where the signal is noise;
-- ``muscle_report``: per muscle of ``scripts.labels`` volume, fat fraction, lean volume, largest axial area and its
-  level, plus the left/right asymmetry of each pair (the content of ``<id>_metrics.json``);
-- ``slice_rows``: per axial slice each muscle's area and mean fat fraction;
+- ``muscle_report``: per muscle of ``scripts.labels`` volume, fat fraction (of the whole muscle and of its core),
+  lean volume, largest axial area and its level, plus the left/right asymmetry of each pair (the content of
+  ``<id>_metrics.json``);
+- ``slice_rows``: per axial slice each muscle's area and mean fat fraction (whole and core);
 - ``cohort_row``: one flat row of a report for the cohort's ``metrics.csv``.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import binary_erosion, find_objects
 
 from scripts.geometry import closest_array_axis, spacing_and_direction
 from scripts.labels import ABBREVIATIONS, LABELS, LEFT_RIGHT_PAIRS, MUSCLES, NUM_CLASSES
@@ -24,6 +26,8 @@ DEFAULT_NOISE_FLOOR = 0.02
 NOISE_FLOOR_PERCENTILE = 99.0  # a bright-tissue signal level that a few hot voxels cannot move
 DECIMALS = 3
 NO_FAT_FRACTION_MAP = "no fat fraction map was given"
+# The core fat fraction leaves out the muscle's outer ~2 mm, where voxels share signal with the fat around it.
+CORE_EROSION_MM = 2.0
 
 
 def _pair_name(left: int) -> str:
@@ -78,6 +82,41 @@ def _same_shape_float(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray
     if first.shape != second.shape:
         raise ValueError(f"Dixon images differ in shape: {first.shape} vs {second.shape}")
     return first, second
+
+
+def core_erosion_voxels(voxel_size_mm: tuple[float, ...]) -> tuple[int, ...]:
+    """Per array axis, the whole number of voxels nearest to ``CORE_EROSION_MM`` (a half rounds down): 2 at 1 mm,
+    1 at 3.75 mm, 0 at 4 mm, so that no axis is eroded by much more than 2 mm."""
+    return tuple(max(int(np.ceil(CORE_EROSION_MM / size - 0.5)), 0) for size in voxel_size_mm)
+
+
+def _ellipsoid(radii: tuple[int, ...]) -> np.ndarray:
+    """Boolean structuring element: the voxel offsets inside the ellipsoid of semi-axes ``radii`` (voxels); an axis
+    of radius 0 has no extent."""
+    offsets = np.meshgrid(*(np.arange(-r, r + 1) for r in radii), indexing="ij")
+    distance = np.zeros(offsets[0].shape)
+    for offset, radius in zip(offsets, radii, strict=True):
+        if radius > 0:
+            distance += (offset / radius) ** 2
+    return distance <= 1.0 + 1e-9
+
+
+def core_label(label: np.ndarray, radii: tuple[int, ...]) -> np.ndarray:
+    """``label`` with every muscle eroded by the ellipsoid of semi-axes ``radii`` (voxels per array axis): a voxel
+    stays where the whole ellipsoid around it lies in its own muscle. The grid's edge counts as inside (it is
+    where the field of view cuts the muscle, not where the muscle ends). Each muscle is eroded inside its own
+    box, so the cost follows the muscles' size, not the image's."""
+    core = np.zeros_like(label)
+    structure = _ellipsoid(radii)
+    for muscle, box in zip(MUSCLES, find_objects(label, max_label=max(MUSCLES))):  # entry i: label value i + 1
+        if box is None:
+            continue
+        grown = tuple(
+            slice(max(b.start - r, 0), min(b.stop + r, n)) for b, r, n in zip(box, radii, label.shape, strict=True)
+        )
+        mask = binary_erosion(label[grown] == muscle, structure, border_value=1)
+        core[grown][mask] = muscle
+    return core
 
 
 def slice_axis(affine: np.ndarray) -> int:
@@ -177,13 +216,28 @@ def _checked_inputs(label: np.ndarray, fat_fraction: np.ndarray | None) -> tuple
     return label, fat_fraction
 
 
-def _measure(
-    label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | None
-) -> tuple[SliceGeometry, MuscleVoxels, Tally]:
+@dataclass(frozen=True)
+class Measured:
+    """One case counted: its geometry, the muscle voxels, their tally, and the tally of the muscles' cores (None
+    without a fat fraction map: the core is only there for its fat fraction)."""
+
+    geometry: SliceGeometry
+    voxels: MuscleVoxels
+    counts: Tally
+    core_radii: tuple[int, ...]
+    core_counts: Tally | None
+
+
+def _measure(label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | None) -> Measured:
     label, fat_fraction = _checked_inputs(label, fat_fraction)
     geometry = slice_geometry(label.shape, affine)
+    n_slices = label.shape[geometry.axis]
     voxels = muscle_voxels(label, geometry.axis, fat_fraction)
-    return geometry, voxels, tally(voxels, label.shape[geometry.axis])
+    radii = core_erosion_voxels(geometry.voxel_size_mm)
+    core_counts = None
+    if fat_fraction is not None:
+        core_counts = tally(muscle_voxels(core_label(label, radii), geometry.axis, fat_fraction), n_slices)
+    return Measured(geometry, voxels, tally(voxels, n_slices), radii, core_counts)
 
 
 def _rounded(value: float | None) -> float | None:
@@ -202,10 +256,12 @@ def asymmetry_index(left: float | None, right: float | None) -> float | None:
     return 100.0 * (left - right) / ((left + right) / 2)
 
 
-def _muscle_entry(muscle: int, geometry: SliceGeometry, voxels: MuscleVoxels, counts: Tally) -> dict:
+def _muscle_entry(muscle: int, measured: Measured) -> dict:
     """One muscle's metrics (unrounded). Lean volume = volume × (1 − mean fat fraction): voxels excluded by the
     noise floor count as muscle of the mean fat fraction, the same as summing (1 − ff) over the valid voxels
-    and scaling to all of the muscle's voxels."""
+    and scaling to all of the muscle's voxels. The core fat fraction is the mean over the muscle's core
+    (``core_label``), None without a map or where no core voxel is left."""
+    geometry, voxels, counts, core = measured.geometry, measured.voxels, measured.counts, measured.core_counts
     per_slice = counts.voxels[muscle]
     volume_ml = per_slice.sum() * geometry.voxel_volume_mm3 / 1000.0
     entry = {"label": muscle, "name": LABELS[muscle], "volume_ml": volume_ml}
@@ -216,7 +272,17 @@ def _muscle_entry(muscle: int, geometry: SliceGeometry, voxels: MuscleVoxels, co
         values = voxels.fat_fraction[voxels.label == muscle]
         median = 100.0 * float(np.nanmedian(values))
         lean = volume_ml * (1.0 - mean / 100.0)
-    entry |= {"fat_fraction_mean_percent": mean, "fat_fraction_median_percent": median, "lean_volume_ml": lean}
+    core_mean = core_volume = None
+    if core is not None:
+        core_mean = _ratio_percent(core.fat_sum[muscle].sum(), core.fat_voxels[muscle].sum())
+        core_volume = core.voxels[muscle].sum() * geometry.voxel_volume_mm3 / 1000.0
+    entry |= {
+        "fat_fraction_mean_percent": mean,
+        "fat_fraction_median_percent": median,
+        "core_fat_fraction_mean_percent": core_mean,
+        "core_volume_ml": core_volume,
+        "lean_volume_ml": lean,
+    }
     present = per_slice.any()
     peak = int(np.argmax(per_slice))  # the lowest slice index among equal maxima
     entry |= {
@@ -236,11 +302,14 @@ def muscle_report(
 
     Volumes in mL, fat fractions in percent, areas in cm² on the axial slices (across ``slice_axis``), the level
     of the largest area as slice index and world z (mm); a muscle absent from the label has volume and area 0 and
-    None elsewhere. Lean volume = volume × (1 − mean fat fraction), see ``_muscle_entry``. Asymmetry per left/right
-    pair: ``asymmetry_index`` of the volumes and the mean fat fractions. Floats are rounded to 3 decimals.
+    None elsewhere. Lean volume = volume × (1 − mean fat fraction), see ``_muscle_entry``. The core fat fraction is
+    the mean over the muscle eroded by about ``CORE_EROSION_MM`` (``core_erosion_voxels`` per array axis, given
+    as ``core_erosion_voxels``), with the core's volume. Asymmetry per left/right pair: ``asymmetry_index`` of the
+    volumes and the mean fat fractions. Floats are rounded to 3 decimals.
     """
-    geometry, voxels, counts = _measure(label, affine, fat_fraction)
-    entries = {muscle: _muscle_entry(muscle, geometry, voxels, counts) for muscle in MUSCLES}
+    measured = _measure(label, affine, fat_fraction)
+    geometry = measured.geometry
+    entries = {muscle: _muscle_entry(muscle, measured) for muscle in MUSCLES}
     asymmetry = {
         name: {
             metric: _rounded(asymmetry_index(entries[left][key], entries[right][key]))
@@ -254,6 +323,7 @@ def muscle_report(
         "voxel_size_mm": [_rounded(size) for size in geometry.voxel_size_mm],
         "slice_axis": geometry.axis,
         "fat_fraction_note": fat_fraction_note,
+        "core_erosion_voxels": list(measured.core_radii),
         "muscles": {
             ABBREVIATIONS[muscle]: {
                 key: _rounded(value) if isinstance(value, float) else value for key, value in entry.items()
@@ -266,19 +336,25 @@ def muscle_report(
 
 def slice_rows(label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | None) -> list[dict]:
     """One row per axial slice that holds any muscle, from the lowest slice index up: the slice index, its world
-    z (mm) and, for each muscle, its area (cm²) and mean fat fraction (percent; None where the muscle is absent
-    from the slice, all its voxels there are excluded, or no map is given)."""
-    geometry, _, counts = _measure(label, affine, fat_fraction)
+    z (mm) and, for each muscle, its area (cm²), mean fat fraction and that of its core (percent; None where the
+    muscle or its core is absent from the slice, all its voxels there are excluded, or no map is given)."""
+    measured = _measure(label, affine, fat_fraction)
+    geometry, counts, core = measured.geometry, measured.counts, measured.core_counts
     area = counts.voxels * geometry.pixel_area_mm2 / 100.0
     rows = []
     for index in np.flatnonzero(counts.voxels[list(MUSCLES)].any(axis=0)):
         row = {"slice": int(index), "z_mm": _rounded(geometry.z_mm[index])}
         for muscle in MUSCLES:
             name = ABBREVIATIONS[muscle]
-            mean = None
+            mean = core_mean = None
             if counts.fat_sum is not None:
                 mean = _ratio_percent(counts.fat_sum[muscle, index], counts.fat_voxels[muscle, index])
-            row |= {f"{name}_area_cm2": _rounded(area[muscle, index]), f"{name}_fat_fraction_percent": _rounded(mean)}
+                core_mean = _ratio_percent(core.fat_sum[muscle, index], core.fat_voxels[muscle, index])
+            row |= {
+                f"{name}_area_cm2": _rounded(area[muscle, index]),
+                f"{name}_fat_fraction_percent": _rounded(mean),
+                f"{name}_core_fat_fraction_percent": _rounded(core_mean),
+            }
         rows.append(row)
     return rows
 

@@ -15,6 +15,7 @@ from scripts.labels import ABBREVIATIONS, MUSCLES
 from scripts.muscle_metrics import (
     asymmetry_index,
     cohort_row,
+    core_erosion_voxels,
     fat_fraction_map,
     muscle_report,
     slice_axis,
@@ -26,12 +27,19 @@ METRICS = (
     "volume_ml",
     "fat_fraction_mean_percent",
     "fat_fraction_median_percent",
+    "core_fat_fraction_mean_percent",
+    "core_volume_ml",
     "lean_volume_ml",
     "max_area_cm2",
     "max_area_slice",
     "max_area_z_mm",
 )
-FAT_FIELDS = ("fat_fraction_mean_percent", "fat_fraction_median_percent", "lean_volume_ml")
+FAT_FIELDS = (
+    "fat_fraction_mean_percent",
+    "fat_fraction_median_percent",
+    "core_fat_fraction_mean_percent",
+    "lean_volume_ml",
+)
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +197,30 @@ def test_absent_muscle_reports_zero_and_null():
     empty = muscle_report(np.zeros_like(label), affine, fat_fraction)
     assert all(entry["volume_ml"] == 0 for entry in empty["muscles"].values())
     assert slice_rows(np.zeros_like(label), affine, fat_fraction) == []
+
+
+def test_erosion_is_the_whole_number_of_voxels_nearest_to_2_mm():
+    assert core_erosion_voxels((1.0185, 1.0185, 4.0)) == (2, 2, 0)  # TUM02: a half voxel rounds down
+    assert core_erosion_voxels((3.75, 0.5, 1.3)) == (1, 4, 2)
+
+
+def test_core_fat_fraction_leaves_out_a_fatty_rim_2_mm_deep():
+    """A 12×12×12 mm block of 1 mm voxels (a third of it beyond the grid's top) whose outer 2 mm hold fat fraction
+    0.6 and whose inside holds 0.1: the core is the inside; the grid's edge is not the muscle's edge."""
+    label = np.zeros((16, 16, 10), np.uint8)
+    label[2:14, 2:14, 4:] = 8
+    fat_fraction = np.zeros(label.shape, np.float32)
+    fat_fraction[label == 8] = 0.6
+    fat_fraction[4:12, 4:12, 6:] = 0.1
+    report = muscle_report(label, np.eye(4), fat_fraction)
+    entry = report["muscles"]["RES+M"]
+    assert report["core_erosion_voxels"] == [2, 2, 2]
+    assert entry["core_fat_fraction_mean_percent"] == pytest.approx(10.0)
+    assert entry["core_volume_ml"] == pytest.approx(8 * 8 * 4 / 1000)
+    assert entry["fat_fraction_mean_percent"] > 30.0
+    rows = slice_rows(label, np.eye(4), fat_fraction)
+    assert [row["RES+M_core_fat_fraction_percent"] for row in rows] == [None, None, 10.0, 10.0, 10.0, 10.0]
+    assert [row["RES+M_fat_fraction_percent"] for row in rows][:2] == [60.0, 60.0]
 
 
 def test_muscle_with_every_voxel_below_the_noise_floor_has_no_fat_fraction():
