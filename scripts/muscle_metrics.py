@@ -178,13 +178,27 @@ class MuscleVoxels:
     fat_fraction: np.ndarray | None
 
 
-def muscle_voxels(label: np.ndarray, axis: int, fat_fraction: np.ndarray | None) -> MuscleVoxels:
+def muscle_voxels(
+    label: np.ndarray, axis: int, fat_fraction: np.ndarray | None, first_slice: int = 0
+) -> MuscleVoxels:
     """Gather the voxels of labels 1..8 only: muscle is a small part of the image, so the later counting runs
-    over far fewer values than the whole grid."""
+    over far fewer values than the whole grid. ``label`` may be a crop whose first slice is ``first_slice``."""
     inside = (label >= min(MUSCLES)) & (label <= max(MUSCLES))
     where = np.nonzero(inside)
     values = None if fat_fraction is None else fat_fraction[where].astype(np.float64)
-    return MuscleVoxels(label[where].astype(np.intp), where[axis], values)
+    return MuscleVoxels(label[where].astype(np.intp), where[axis] + first_slice, values)
+
+
+def muscle_region(label: np.ndarray, margin: tuple[int, ...]) -> tuple[slice, ...]:
+    """The box that holds every muscle voxel, grown by ``margin`` voxels per array axis within the grid (empty
+    when no muscle is labelled). Everything measured depends only on the label inside it."""
+    boxes = [box for box in find_objects(label, max_label=max(MUSCLES)) if box is not None]
+    if not boxes:
+        return tuple(slice(0, 0) for _ in label.shape)
+    return tuple(
+        slice(max(min(b[a].start for b in boxes) - m, 0), min(max(b[a].stop for b in boxes) + m, n))
+        for a, (m, n) in enumerate(zip(margin, label.shape, strict=True))
+    )
 
 
 def tally(voxels: MuscleVoxels, n_slices: int) -> Tally:
@@ -232,11 +246,17 @@ def _measure(label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | N
     label, fat_fraction = _checked_inputs(label, fat_fraction)
     geometry = slice_geometry(label.shape, affine)
     n_slices = label.shape[geometry.axis]
-    voxels = muscle_voxels(label, geometry.axis, fat_fraction)
     radii = core_erosion_voxels(geometry.voxel_size_mm)
+    # Only the muscles' box, with room for the core's erosion, is read: the same numbers at a fraction of the work.
+    region = muscle_region(label, radii)
+    label = label[region]
+    fat_fraction = None if fat_fraction is None else fat_fraction[region]
+    first_slice = region[geometry.axis].start
+    voxels = muscle_voxels(label, geometry.axis, fat_fraction, first_slice)
     core_counts = None
     if fat_fraction is not None:
-        core_counts = tally(muscle_voxels(core_label(label, radii), geometry.axis, fat_fraction), n_slices)
+        core = muscle_voxels(core_label(label, radii), geometry.axis, fat_fraction, first_slice)
+        core_counts = tally(core, n_slices)
     return Measured(geometry, voxels, tally(voxels, n_slices), radii, core_counts)
 
 
@@ -383,10 +403,10 @@ def fat_water_swap_check(water: np.ndarray, fat: np.ndarray, fat_fraction: np.nd
     means water and fat are very likely swapped. Returns the median (percent) and the flag.
     Not meaningful for in-phase/opposed-phase input, whose fat fraction cannot exceed 50 %.
     """
-    signal = np.asarray(water, np.float64) + np.asarray(fat, np.float64)
     body = ~np.isnan(fat_fraction)
-    bright = body & (signal >= np.percentile(signal[body], BRIGHT_TISSUE_PERCENTILE))
-    median = 100.0 * float(np.median(fat_fraction[bright]))
+    signal = np.add(np.asarray(water)[body], np.asarray(fat)[body], dtype=np.float64)  # W + F of the body only
+    bright = signal >= np.percentile(signal, BRIGHT_TISSUE_PERCENTILE)
+    median = 100.0 * float(np.median(fat_fraction[body][bright]))
     return {
         "bright_tissue_fat_fraction_percent": _rounded(median),
         "fat_water_swap_suspected": median < SWAP_THRESHOLD_PERCENT,
