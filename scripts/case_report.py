@@ -23,6 +23,7 @@ from monai.transforms import Compose, MapTransform
 from tqdm import tqdm
 
 from scripts.atomic import write_atomically, write_csv_atomically
+from scripts.confidence import muscle_confidence
 from scripts.datalist import IMAGE_KEYS, load_cohort
 from scripts.image_checks import CheckedLoadImaged
 from scripts.muscle_metrics import (
@@ -48,16 +49,24 @@ def write_case_report(
     affine: np.ndarray,
     images: Mapping[str, np.ndarray | None],
     noise_floor: float = DEFAULT_NOISE_FLOOR,
+    confidence: Mapping[str, dict] | None = None,
 ) -> dict:
     """Measure ``label`` (3-D, this bundle's label values) on its grid and write the case's three files.
 
     ``images`` may hold ``water``, ``fat``, ``inphase``, ``outphase`` on the label's grid:
     the fat fraction comes from water and fat, else from in-phase and opposed-phase, else it
     is null with a note. The QC picture shows the in-phase image (water + fat without it).
+    ``confidence``: per muscle abbreviation, ``scripts.confidence.muscle_confidence`` of the
+    prediction (inference computes it on the network's grid); without it, it is computed from
+    ``label`` alone (anatomy and largest piece).
     """
     case_dir = Path(output_dir) / case_id
     fat_fraction, note = fat_fraction_map(**{k: images.get(k) for k in DIXON_KEYS}, noise_floor=noise_floor)
     report = {"id": case_id, "noise_floor": noise_floor} | muscle_report(label, affine, fat_fraction, note)
+    if confidence is None:
+        confidence = muscle_confidence(label, affine)
+    for name, entry in report["muscles"].items():
+        entry |= confidence[name]
     water, fat = images.get("water"), images.get("fat")
     if fat_fraction is not None and water is not None and fat is not None:
         report |= fat_water_swap_check(water, fat, fat_fraction)
@@ -106,14 +115,19 @@ def as_volume(value: Any) -> np.ndarray | None:
 class CaseReportd(MapTransform):
     """Inference's report step: measure the segmentation ``key`` (on the input's own grid) and write the case report.
 
-    Reads the case's ``id`` and its Dixon images as loaded (``water``, ``fat``, ``inphase``,
-    ``outphase``, where present); the data are not changed.
+    Reads the case's ``id``, its Dixon images as loaded (``water``, ``fat``, ``inphase``,
+    ``outphase``, where present) and the muscle confidence ``confidence_key`` left by
+    ``scripts.confidence.MuscleConfidenced`` (computed from the segmentation alone where absent);
+    the data are not changed.
     """
 
-    def __init__(self, keys: str, output_dir: str, noise_floor: float = DEFAULT_NOISE_FLOOR) -> None:
+    def __init__(
+        self, keys: str, output_dir: str, noise_floor: float = DEFAULT_NOISE_FLOOR, confidence_key: str = "confidence"
+    ) -> None:
         super().__init__(keys)
         self.output_dir = output_dir
         self.noise_floor = noise_floor
+        self.confidence_key = confidence_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -122,7 +136,10 @@ class CaseReportd(MapTransform):
             label = as_volume(seg).astype(np.uint8)
             images = {k: as_volume(d.get(k)) for k in DIXON_KEYS}
             case_id = str(d["id"])
-            write_case_report(self.output_dir, case_id, label, seg.affine.cpu().numpy(), images, self.noise_floor)
+            confidence = d.get(self.confidence_key)
+            write_case_report(
+                self.output_dir, case_id, label, seg.affine.cpu().numpy(), images, self.noise_floor, confidence
+            )
             logger.info(
                 "%s: segmentation, report and QC picture written to %s", case_id, Path(self.output_dir) / case_id
             )

@@ -8,6 +8,7 @@ import torch
 from monai.data import MetaTensor
 from monai.inferers import Inferer
 
+from scripts.confidence import FLIP_AGREEMENT, flip_agreement
 from scripts.geometry import closest_array_axis
 from scripts.labels import SWAP_LEFT_RIGHT
 
@@ -21,7 +22,9 @@ class LeftRightFlipInferer(Inferer):
     channels swapped (1-4 with 5-8) before the softmax probabilities of both passes are averaged. The output is the
     log of that average, so a softmax downstream (as in the bundle's postprocessing) gives the average itself and an
     argmax picks the same label. MONAI's ``TestTimeAugmentation`` inverts random transforms of the input but knows
-    nothing of sided labels, hence this class.
+    nothing of sided labels, hence this class. How well the two passes agree on each muscle (``flip_agreement``,
+    one row of 8 Dice values per case) is left in the output's metadata under ``FLIP_AGREEMENT`` for the
+    muscle confidence (``scripts.confidence``).
     """
 
     def __init__(self, inferer: Inferer) -> None:
@@ -43,4 +46,8 @@ class LeftRightFlipInferer(Inferer):
         mirrored = self.inferer(torch.flip(inputs, dims=(dim,)), network, *args, **kwargs)
         swap = torch.as_tensor(SWAP_LEFT_RIGHT, device=mirrored.device)
         mirrored = torch.softmax(torch.flip(mirrored, dims=(dim,)).float(), dim=1)[:, swap]
-        return torch.log(((direct + mirrored) / 2).clamp_min(1e-8))
+        output = torch.log(((direct + mirrored) / 2).clamp_min(1e-8))
+        if isinstance(output, MetaTensor):
+            plain = [t.as_subclass(torch.Tensor) for t in (direct, mirrored)]  # no metadata inside the metadata
+            output.meta[FLIP_AGREEMENT] = flip_agreement(*plain).cpu()
+        return output

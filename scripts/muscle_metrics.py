@@ -384,7 +384,11 @@ def cohort_row(case_id: str, report: dict) -> dict:
     metric, then ``asym_<pair>_<metric>``; missing values stay None (an empty CSV cell)."""
     row = {"id": case_id}
     for name, entry in report["muscles"].items():
-        row |= {f"{name}_{key}": value for key, value in entry.items() if key not in ("label", "name")}
+        row |= {
+            f"{name}_{key}": value
+            for key, value in entry.items()
+            if key not in ("label", "name") and not isinstance(value, dict)  # a nested dict stays in the JSON
+        }
     for pair, metrics in report["asymmetry"].items():
         row |= {f"asym_{pair}_{metric}": value for metric, value in metrics.items()}
     row["fat_water_swap_suspected"] = report.get("fat_water_swap_suspected")
