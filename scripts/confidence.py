@@ -17,8 +17,8 @@ Built from what inference already has, on the network's grid (coarse, so cheap),
   real anatomy maps (``python -m scripts.confidence_calibration`` measures them).
 
 ``confidence`` = anatomy (the product of the rule scores) × the geometric mean of flip agreement, probability
-(rescaled from 0.5-1 to 0-1) and largest-piece share; a missing piece of evidence (no flip averaging, no
-probabilities for a label read from a file) is left out of the mean. ``check`` is true where confidence is below
+(rescaled from 0.5-1 to 0-1) and largest-piece share, rescaled from ``EVIDENCE_FLOOR``-1 to 0-1; a missing piece of
+evidence (no flip averaging, no probabilities for a label read from a file) is left out of the mean. ``check`` is true where confidence is below
 ``CHECK_BELOW``, where any anatomy rule scores below ``RULE_FAILS_BELOW``, or where the muscle is absent; the
 reasons are listed. The constants were chosen by ``scripts.confidence_calibration`` (docs/README.md).
 """
@@ -40,6 +40,7 @@ from scripts.labels import ABBREVIATIONS, LEFT_RIGHT_PAIRS, MUSCLES, mirrored_la
 FLIP_AGREEMENT = "flip_agreement"  # metadata key of the prediction: per-muscle Dice of the two flip passes
 LEFT = {left for left, _ in LEFT_RIGHT_PAIRS}
 PSOAS, ILIACUS, QL, ESM = (1, 5), (2, 6), (3, 7), (4, 8)
+EVIDENCE_FLOOR = 0.6  # the geometric mean of the evidence at which confidence reaches 0
 CHECK_BELOW = 0.5
 RULE_FAILS_BELOW = 0.5
 # Rule ranges in mm (or cm² / ratio) and the margin over which a score falls from 1 to 0 outside them.
@@ -49,7 +50,7 @@ LEFT_RIGHT_RATIO = (0.5, 2.0)  # of the mean axial areas
 RATIO_MARGIN = 1.0  # in the log2 of the ratio
 ESM_SEPARATION_MM = (30.0, 120.0)  # x distance between the two ES+M centroids
 PSOAS_LATERAL_MM = (20.0, 75.0)  # x distance from the midline between the ES+M
-PSOAS_ANTERIOR_MM = (25.0, 110.0)  # y distance in front of the ES+M centroids
+PSOAS_ANTERIOR_MM = (30.0, 90.0)  # y distance in front of the ES+M centroids
 QL_LATERAL_MM = (35.0, 110.0)
 QL_ANTERIOR_MM = (-10.0, 70.0)
 ILIACUS_ABOVE_QL_MM = 30.0  # the iliacus centroid may lie at most this far above the QL's lower end
@@ -142,6 +143,11 @@ def anatomy_rules(muscle: int, pieces: Mapping[int, Piece]) -> dict[str, tuple[f
     back = float(np.mean([p.centroid[1] for p in spine]))
     towards_side = -1.0 if muscle in LEFT else 1.0  # RAS+: the subject's left is at smaller x
     if muscle in ESM:
+        psoas = pieces.get(PSOAS[ESM.index(muscle)])
+        if psoas is not None:  # one of the two is wrong where they are not this far apart: look at both
+            anterior = psoas.centroid[1] - piece.centroid[1]
+            score = in_range(anterior, *PSOAS_ANTERIOR_MM, POSITION_MARGIN_MM)
+            rules["behind the psoas"] = (score, f"{anterior:.0f} mm behind the psoas")
         if midline is not None:
             separation = abs(pieces[4].centroid[0] - pieces[8].centroid[0])
             correct = (pieces[8].centroid[0] - pieces[4].centroid[0]) > 0
@@ -208,7 +214,8 @@ def muscle_confidence(
             evidence["flip agreement"] = float(agreement[muscle - 1])
         rules = anatomy_rules(muscle, pieces)
         anatomy = float(np.prod([score for score, _ in rules.values()]))
-        confidence = anatomy * float(np.prod(list(evidence.values()))) ** (1.0 / len(evidence))
+        mean = float(np.prod(list(evidence.values()))) ** (1.0 / len(evidence))
+        confidence = anatomy * float(np.clip((mean - EVIDENCE_FLOOR) / (1.0 - EVIDENCE_FLOOR), 0.0, 1.0))
         reasons = [f"{rule}: {text}" for rule, (score, text) in rules.items() if score < RULE_FAILS_BELOW]
         if confidence < CHECK_BELOW:
             reasons.append("low confidence (" + ", ".join(f"{k} {v:.2f}" for k, v in evidence.items()) + ")")

@@ -1,7 +1,8 @@
 """The quality-control figure of one segmented case, ``<id>_qc.png``: does the segmentation sit on the muscles?
 
 Three axial slices of the in-phase image, at the levels of the largest psoas, quadratus lumborum and iliacus areas,
-with each muscle's outline in its fixed colour, and the area profile of every muscle along the S–I axis. Slices are
+with each muscle's outline in its fixed colour, and the area profile of every muscle along the S–I axis; the legend
+gives each muscle's confidence, and it and the title mark in red the muscles flagged for checking. Slices are
 shown in radiological view (subject's right on the image's left, anterior up), decided from the affine, so a
 left/right mix-up in the label shows as a wrong colour on a side marked R or L. Nothing is resampled: images and
 labels are shown on their own voxel grid, stretched to their voxel size in mm.
@@ -35,7 +36,8 @@ SIDE_MARK_STYLE = {  # a dark box keeps the letter readable on bright fat and da
     "fontsize": 14,
     "bbox": {"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 1.5},
 }
-GREY_PERCENTILES = (1.0, 99.5)  # window of the in-phase image; a few bright voxels (CSF, fat) do not darken it
+GREY_PERCENTILES = (1.0, 99.5)
+CHECK_COLOUR = "#d62728"  # legend entries of muscles flagged for checking (``check`` in the report)  # window of the in-phase image; a few bright voxels (CSF, fat) do not darken it
 
 
 def save_qc_png(
@@ -59,9 +61,13 @@ def qc_figure(inphase: np.ndarray, label: np.ndarray, affine: np.ndarray, report
     figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(figure)
     grid = figure.add_gridspec(
-        2, 3, height_ratios=(1.4, 1.0), left=0.04, right=0.99, bottom=0.07, top=0.93, wspace=0.04, hspace=0.2
+        2, 3, height_ratios=(1.4, 1.0), left=0.04, right=0.99, bottom=0.07, top=0.9, wspace=0.04, hspace=0.2
     )
-    figure.suptitle("Axial slices in radiological view (subject's right on the image's left, anterior up)")
+    title = "Axial slices in radiological view (subject's right on the image's left, anterior up)"
+    flagged = [name for name, entry in report["muscles"].items() if entry.get("check")]
+    if flagged:
+        title += f"\nCHECK before using: {', '.join(flagged)} (low confidence or implausible anatomy)"
+    figure.suptitle(title, color=CHECK_COLOUR if flagged else "black")
     levels = panel_levels(report, label.shape[slice_axis(affine)])
     for column, (pair_name, muscle, index) in enumerate(levels):
         title = panel_title(pair_name, muscle, index, report)
@@ -70,9 +76,24 @@ def qc_figure(inphase: np.ndarray, label: np.ndarray, affine: np.ndarray, report
     legend_axes = figure.add_subplot(grid[1, 2])
     legend_axes.axis("off")
     handles = [Line2D([], [], color=MUSCLE_COLOURS[m], linestyle=_line_style(m), linewidth=2.5) for m in MUSCLES]
-    names = [f"{ABBREVIATIONS[m]}  {LABELS[m]}" for m in MUSCLES]
-    legend_axes.legend(handles, names, loc="center", fontsize=11, title="outline colours", frameon=False)
+    names = [f"{ABBREVIATIONS[m]}  {LABELS[m]}{confidence_text(report, m)}" for m in MUSCLES]
+    legend = legend_axes.legend(
+        handles, names, loc="center", fontsize=11, title="outline colours, confidence", frameon=False
+    )
+    for muscle, text in zip(MUSCLES, legend.get_texts(), strict=True):
+        if report["muscles"][ABBREVIATIONS[muscle]].get("check"):
+            text.set_color(CHECK_COLOUR)
+            text.set_fontweight("bold")
     return figure
+
+
+def confidence_text(report: dict, muscle: int) -> str:
+    """The legend's note on a muscle's confidence, "  0.93", or "  0.12 CHECK" for one flagged for checking; empty
+    for a report without confidence."""
+    entry = report["muscles"][ABBREVIATIONS[muscle]]
+    if entry.get("confidence") is None:
+        return ""
+    return f"  {entry['confidence']:.2f}" + ("  CHECK" if entry.get("check") else "")
 
 
 def panel_levels(report: dict, n_slices: int) -> list[tuple[str, int | None, int]]:
