@@ -34,9 +34,9 @@ MODEL = "lumbar_muscle_dixon_segmentation"  # the name Slicer shows; "segmentati
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Fine-tuning from submitted labels: the bundle's own fine-tuning recipe, which starts from models/model.pt.
 TRAIN_CONFIGS = ("train.yaml", "finetune.yaml")
-# Inference steps that name and write the per-case muscle report (metrics, slices, QC picture) of
+# Inference steps that name, weigh (confidence) and write the per-case muscle report (metrics, slices, QC picture) of
 # `monai.bundle run inference`; the server returns the label only. (MONAI Label drops SaveImaged itself.)
-REPORT_STEPS = ("CaseIdToMetad", "CaseReportd")
+REPORT_STEPS = ("CaseIdToMetad", "MuscleConfidenced", "CaseReportd")
 
 
 def refresh_bundle_copy(source: str, copy: str) -> str:

@@ -18,9 +18,10 @@ Built from what inference already has, on the network's grid (coarse, so cheap),
 
 ``confidence`` = anatomy (the product of the rule scores) × the geometric mean of flip agreement, probability
 (rescaled from 0.5-1 to 0-1) and largest-piece share, rescaled from ``EVIDENCE_FLOOR``-1 to 0-1; a missing piece of
-evidence (no flip averaging, no probabilities for a label read from a file) is left out of the mean. ``check`` is true where confidence is below
-``CHECK_BELOW``, where any anatomy rule scores below ``RULE_FAILS_BELOW``, or where the muscle is absent; the
-reasons are listed. The constants were chosen by ``scripts.confidence_calibration`` (docs/README.md).
+evidence (no flip averaging, no probabilities for a label read from a file) is left out of the mean. ``check`` is
+true where confidence is below ``CHECK_BELOW``, where any anatomy rule scores below ``RULE_FAILS_BELOW``, or where
+the muscle is absent; the reasons are listed. The constants were chosen by ``scripts.confidence_calibration``
+(docs/README.md).
 """
 
 from __future__ import annotations
@@ -197,8 +198,9 @@ def muscle_confidence(
     agreement: np.ndarray | None = None,
 ) -> dict[str, dict]:
     """Per muscle abbreviation: ``confidence`` (0-1, 3 decimals), ``check``, ``check_reasons`` (text, "" when
-    none) and the ``evidence`` it rests on (each 0-1) of a prediction ``label`` on the grid of ``affine``, with its class ``probabilities`` (9 × shape) and
-    per-muscle flip ``agreement`` (8 values) where known (see the module docstring)."""
+    none) and the ``evidence`` it rests on (each 0-1) of a prediction ``label`` on the grid of ``affine``, with its
+    class ``probabilities`` (9 × shape) and per-muscle flip ``agreement`` (8 values) where known (see the module
+    docstring)."""
     pieces = muscle_pieces(np.asarray(label), affine, probabilities)
     result = {}
     for muscle in MUSCLES:

@@ -1,4 +1,4 @@
-"""Measure how well each muscle's ``confidence`` and ``check`` (``scripts.confidence``) tell good segmentations from bad.
+"""Measure how well each muscle's ``confidence`` and ``check`` (``scripts.confidence``) tell good from bad muscles.
 
 Runs the bundle's inference (``configs/inference.yaml``, its defaults) on scans whose true labels are known but
 which the weights were not trained on, and compares each muscle's confidence and check with its true Dice:

@@ -36,8 +36,8 @@ SIDE_MARK_STYLE = {  # a dark box keeps the letter readable on bright fat and da
     "fontsize": 14,
     "bbox": {"facecolor": "black", "alpha": 0.6, "edgecolor": "none", "pad": 1.5},
 }
-GREY_PERCENTILES = (1.0, 99.5)
-CHECK_COLOUR = "#d62728"  # legend entries of muscles flagged for checking (``check`` in the report)  # window of the in-phase image; a few bright voxels (CSF, fat) do not darken it
+GREY_PERCENTILES = (1.0, 99.5)  # window of the in-phase image; a few bright voxels (CSF, fat) do not darken it
+CHECK_COLOUR = "#d62728"  # legend entries of muscles flagged for checking (``check`` in the report)
 
 
 def save_qc_png(

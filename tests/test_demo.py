@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TUM02, reoriented, run_module, save_reoriented, write_datalist
+from conftest import REPO, TUM02, read_csv, reoriented, run_module, save_reoriented, write_datalist
 from monai.bundle import ConfigParser
 
 from scripts.labels import MUSCLES
@@ -42,7 +42,12 @@ def test_no_argument_inference_segments_the_sample(tmp_path: Path):
     np.testing.assert_allclose(seg.affine, image.affine, atol=1e-4)
     assert set(MUSCLES) <= set(np.unique(np.asarray(seg.dataobj)).tolist())
     assert (case / "sub01_metrics.json").is_file() and (case / "sub01_qc.png").is_file()
-    assert (tmp_path / "output" / "metrics.csv").is_file()
+    report = json.loads((case / "sub01_metrics.json").read_text(encoding="utf-8"))
+    row = read_csv(tmp_path / "output" / "metrics.csv")[0]
+    for name, entry in report["muscles"].items():  # every piece of evidence reached the report
+        assert 0.0 <= entry["confidence"] <= 1.0 and isinstance(entry["check"], bool)
+        assert set(entry["evidence"]) == {"flip_agreement", "probability", "largest_piece", "anatomy"}
+        assert float(row[f"{name}_confidence"]) == entry["confidence"] and row[f"{name}_check"] == str(entry["check"])
 
 
 def infer_with_shipped_weights(dataset_dir: Path) -> Path:
