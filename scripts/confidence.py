@@ -231,6 +231,19 @@ def muscle_confidence(
     return result
 
 
+def channel_argmax(scores: np.ndarray) -> np.ndarray:
+    """The argmax over the first axis of (C, X, Y, Z) scores as uint8 (the first on ties, as ``np.argmax``): one
+    pass over each channel's contiguous block, several times faster than an argmax across the strided channel
+    axis."""
+    label = np.zeros(scores.shape[1:], np.uint8)
+    best = scores[0].copy()
+    for channel in range(1, scores.shape[0]):
+        higher = scores[channel] > best
+        label[higher] = channel
+        np.maximum(best, scores[channel], out=best)
+    return label
+
+
 class MuscleConfidenced(MapTransform):
     """Inference's confidence step: from the class probabilities ``key`` (9 channels, after the softmax, on the
     network's grid, before the label is chosen) and the flip agreement in their metadata, store
@@ -245,9 +258,9 @@ class MuscleConfidenced(MapTransform):
         for key in self.key_iterator(d):
             probabilities = d[key]
             agreement = probabilities.meta.get(FLIP_AGREEMENT) if hasattr(probabilities, "meta") else None
-            array = probabilities.detach().cpu().numpy() if hasattr(probabilities, "detach") else probabilities
             affine = probabilities.affine.cpu().numpy() if hasattr(probabilities, "affine") else np.eye(4)
+            array = torch.as_tensor(probabilities).detach().cpu().numpy()
             d[self.output_key] = muscle_confidence(
-                np.argmax(array, axis=0), affine, array, None if agreement is None else np.asarray(agreement)
+                channel_argmax(array), affine, array, None if agreement is None else np.asarray(agreement)
             )
         return d
