@@ -36,6 +36,7 @@ from monai.transforms import MapTransform
 from scipy.ndimage import find_objects
 from scipy.ndimage import label as connected_pieces
 
+from scripts.input_grid import first_argmax
 from scripts.labels import ABBREVIATIONS, LEFT_RIGHT_PAIRS, MUSCLES, mirrored_label
 
 FLIP_AGREEMENT = "flip_agreement"  # metadata key of the prediction: per-muscle Dice of the two flip passes
@@ -231,19 +232,6 @@ def muscle_confidence(
     return result
 
 
-def channel_argmax(scores: np.ndarray) -> np.ndarray:
-    """The argmax over the first axis of (C, X, Y, Z) scores as uint8 (the first on ties, as ``np.argmax``): one
-    pass over each channel's contiguous block, several times faster than an argmax across the strided channel
-    axis."""
-    label = np.zeros(scores.shape[1:], np.uint8)
-    best = scores[0].copy()
-    for channel in range(1, scores.shape[0]):
-        higher = scores[channel] > best
-        label[higher] = channel
-        np.maximum(best, scores[channel], out=best)
-    return label
-
-
 class MuscleConfidenced(MapTransform):
     """Inference's confidence step: from the class probabilities ``key`` (9 channels, after the softmax, on the
     network's grid, before the label is chosen) and the flip agreement in their metadata, store
@@ -259,8 +247,11 @@ class MuscleConfidenced(MapTransform):
             probabilities = d[key]
             agreement = probabilities.meta.get(FLIP_AGREEMENT) if hasattr(probabilities, "meta") else None
             affine = probabilities.affine.cpu().numpy() if hasattr(probabilities, "affine") else np.eye(4)
-            array = torch.as_tensor(probabilities).detach().cpu().numpy()
+            probabilities = torch.as_tensor(probabilities).detach().cpu()
             d[self.output_key] = muscle_confidence(
-                channel_argmax(array), affine, array, None if agreement is None else np.asarray(agreement)
+                first_argmax(probabilities).numpy(),
+                affine,
+                probabilities.numpy(),
+                None if agreement is None else np.asarray(agreement),
             )
         return d

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import SMALL_SHAPE, SMALL_SPACING
 
-from scripts.confidence import channel_argmax, flip_agreement, muscle_confidence
+from scripts.confidence import flip_agreement, muscle_confidence
 from scripts.labels import ABBREVIATIONS, MUSCLES
 from scripts.muscle_metrics import muscle_report
 from scripts.phantom import Phantom, make_phantom
@@ -109,8 +109,3 @@ def test_qc_picture_marks_flagged_muscles(phantom: Phantom):
     colours = {text.get_text().split()[0]: text.get_color() for text in legend.get_texts()}
     assert colours["LP"] == CHECK_COLOUR and colours["RP"] != CHECK_COLOUR
     assert "LP" in figure.get_suptitle() and "CHECK" in figure.get_suptitle()
-
-
-def test_channel_argmax_is_numpys_argmax_ties_included():
-    scores = np.random.default_rng(0).integers(0, 3, (9, 5, 4, 3)).astype(np.float32)  # many ties
-    assert np.array_equal(channel_argmax(scores), np.argmax(scores, axis=0))
