@@ -8,6 +8,13 @@ table: training volume-steps per second in whole-volume and patch mode, the proj
 time of the published schedule (200 epochs × 108 augmented volumes), peak GPU memory, and
 inference seconds per scan, for the network alone and end to end (NIfTI on disk to
 segmentation and report on disk). Every row names the device that gave it.
+
+Then, per inference setting (the shipped weights at their own grid with inference's defaults; the published
+grid, whole volume; the published grid in sliding windows), the seconds of each stage of one scan (load,
+resample to the network grid, network, invert + argmax, post-processing, report, write), and the share of
+voxels whose label agrees with the straightforward reference: MONAI's ``Invertd`` of the preprocessing,
+``AsDiscreted(argmax=True)`` and ``KeepLargestConnectedComponentd`` on the whole grid (``reference_labels``).
+``--stages-only`` skips training and the end-to-end rows.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
+from monai.transforms import AsDiscreted, Compose, Invertd, KeepLargestConnectedComponentd
 
 from scripts.phantom import make_cohort
 
@@ -30,6 +39,24 @@ REPO = Path(__file__).resolve().parents[1]
 PUBLISHED_SHAPE = (400, 320, 145)
 PUBLISHED_SPACING = (0.9375, 0.9375, 1.95)
 PUBLISHED_VOLUME_STEPS = 200 * 108  # 200 epochs over 108 augmented volumes (Balerdi et al.)
+SHIPPED_WEIGHTS = REPO / "models" / "model.pt"
+# Which stage of a scan each transform of inference.yaml belongs to; the network is timed on its own.
+STAGES = {
+    "CheckedLoadImaged": "load",
+    "MatchCaseGeometryd": "load",
+    "InPhaseFromWaterFatd": "load",
+    "CopyItemsd": "load",
+    "CaseIdToMetad": "load",
+    "Orientationd": "resample",
+    "Spacingd": "resample",
+    "ScaleIntensityRangePercentilesd": "resample",
+    "DivisiblePadd": "resample",
+    "Activationsd": "invert + argmax",
+    "LabelOnInputGridd": "invert + argmax",
+    "KeepLargestPiecePerMuscled": "post-processing",
+    "CaseReportd": "report",
+    "SaveSegmentationd": "write",
+}
 
 
 def device_name(device: str) -> str:
@@ -147,6 +174,77 @@ def inference_rows(data: Path, work: Path, device: str, repeats: int, spacing: l
     ]
 
 
+def reference_labels(case: dict, preprocessing: Compose, largest_component: bool) -> np.ndarray:
+    """The label of ``case["pred"]`` (class probabilities on the network grid) on the input grid, the plain way:
+    every class resampled over the whole grid by MONAI's inverse of ``preprocessing``, the argmax, and each
+    muscle's largest piece labelled on the whole grid."""
+    steps = [
+        Invertd("pred", transform=preprocessing, orig_keys="image", nearest_interp=False),
+        AsDiscreted("pred", argmax=True),
+    ]
+    if largest_component:
+        steps.append(KeepLargestConnectedComponentd("pred", applied_labels=list(range(1, 9)), independent=True))
+    return Compose(steps)(dict(case))["pred"].numpy()[0].astype(np.uint8)
+
+
+def timed(stages: dict[str, float], stage: str, step: Callable, *args):
+    """``step(*args)``, its seconds added to ``stages[stage]``."""
+    start = time.perf_counter()
+    result = step(*args)
+    stages[stage] = stages.get(stage, 0.0) + time.perf_counter() - start
+    return result
+
+
+def stage_rows(data: Path, work: Path, device: str, setting: str, **override) -> list[dict]:
+    """Seconds per stage of one scan (the first testing case, a second time so imports and first-call set-up
+    are not counted) for inference.yaml with ``override``, and the share of voxels agreeing with
+    ``reference_labels`` on the same class probabilities."""
+    output_dir = work / "stages" / "".join(c if c.isalnum() else "_" for c in setting)
+    flow = workflow(
+        "inference.yaml", device, dataset_dir=str(data), output_dir=str(output_dir), overwrite=True, **override
+    )
+    parser = flow.parser
+    network, inferer = parser.get_parsed_content("network"), parser.get_parsed_content("inferer")
+    if "ckpt_path" in override:
+        network.load_state_dict(torch.load(override["ckpt_path"], map_location=device, weights_only=True))
+    network.eval()
+    preprocessing, postprocessing = parser.get_parsed_content("preprocessing"), parser.get_parsed_content(
+        "postprocessing"
+    )
+    entry = parser.get_parsed_content("dataset").data[0]
+    for _ in range(2):
+        stages: dict[str, float] = {}
+        case = dict(entry)
+        for step in preprocessing.transforms:
+            case = timed(stages, STAGES.get(type(step).__name__, type(step).__name__), step, case)
+        with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            image = case["image"][None].to(device)
+            pred = timed(stages, "network", lambda: inferer(image, network).float())
+            synchronize(device)
+        case["pred"] = pred[0].cpu()
+        probabilities = None
+        for step in postprocessing.transforms:
+            if type(step).__name__ == "LabelOnInputGridd":
+                probabilities = dict(case)
+            case = timed(stages, STAGES.get(type(step).__name__, type(step).__name__), step, case)
+    reference = reference_labels(probabilities, preprocessing, parser.get_parsed_content("largest_component"))
+    agreement = 100.0 * float(np.mean(case["pred"].numpy()[0] == reference))
+    rows = [row(device, f"{setting}: {stage}", seconds, "s/scan") for stage, seconds in stages.items()]
+    rows.append(row(device, f"{setting}: total", sum(stages.values()), "s/scan"))
+    rows.append(row(device, f"{setting}: voxels labelled as by the reference", agreement, "%"))
+    return rows
+
+
+def settings(spacing: list[float], roi_size: list[int]) -> dict[str, dict]:
+    """The inference settings whose stages are timed: the shipped weights with inference's defaults (their own
+    grid, flip averaging, largest piece), and the published grid, whole volume and in sliding windows."""
+    return {
+        "shipped weights, defaults": {"ckpt_path": str(SHIPPED_WEIGHTS)},
+        "published grid, whole volume": {"spacing": list(spacing)},
+        f"published grid, sliding window {list(roi_size)}": {"spacing": list(spacing), "roi_size": list(roi_size)},
+    }
+
+
 def row(device: str, what: str, value: float, unit: str) -> dict:
     return {"device": device_name(device), "what": what, "value": round(float(value), 3), "unit": unit}
 
@@ -172,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep phantoms and outputs here (default: temporary)"
     )
+    parser.add_argument("--roi-size", type=int, nargs=3, default=[192, 192, 96], help="sliding-window stages")
+    parser.add_argument("--stages-only", action="store_true", help="only the per-stage rows of inference")
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"))
     args = parser.parse_args(argv)
 
@@ -182,9 +282,12 @@ def main(argv: list[str] | None = None) -> None:
             make_cohort(data, n=args.cases, shape=args.shape, spacing=args.spacing, workers=args.workers)
         rows = []
         for device in args.devices:
-            steps = args.steps if device == "cuda" else args.cpu_steps
-            rows += train_rows(data, work, device, steps, args.patch, args.patch_batch, args.spacing)
-            rows += inference_rows(data, work, device, 3 if device == "cuda" else 1, args.spacing)
+            if not args.stages_only:
+                steps = args.steps if device == "cuda" else args.cpu_steps
+                rows += train_rows(data, work, device, steps, args.patch, args.patch_batch, args.spacing)
+                rows += inference_rows(data, work, device, 3 if device == "cuda" else 1, args.spacing)
+            for setting, override in settings(args.spacing, args.roi_size).items():
+                rows += stage_rows(data, work, device, setting, **override)
     table = markdown(rows)
     print(table)
     args.json.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1), encoding="utf-8")
