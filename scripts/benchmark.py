@@ -11,7 +11,7 @@ segmentation and report on disk). Every row names the device that gave it.
 
 Then, per inference setting (the shipped weights at their own grid with inference's defaults; the published
 grid, whole volume; the published grid in sliding windows), the seconds of each stage of one scan (load,
-resample to the network grid, network, invert + argmax, post-processing, report, write), and the share of
+resample to the network grid, network, invert + argmax, confidence, post-processing, write, report), and the share of
 voxels whose label agrees with the straightforward reference: MONAI's ``Invertd`` of the preprocessing,
 ``AsDiscreted(argmax=True)`` and ``KeepLargestConnectedComponentd`` on the whole grid (``reference_labels``).
 ``--stages-only`` skips training and the end-to-end rows.
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
+from monai.data import decollate_batch, list_data_collate
 from monai.transforms import AsDiscreted, Compose, Invertd, KeepLargestConnectedComponentd
 
 from scripts.phantom import make_cohort
@@ -52,6 +53,7 @@ STAGES = {
     "ScaleIntensityRangePercentilesd": "resample",
     "DivisiblePadd": "resample",
     "Activationsd": "invert + argmax",
+    "MuscleConfidenced": "confidence",
     "LabelOnInputGridd": "invert + argmax",
     "KeepLargestPiecePerMuscled": "post-processing",
     "CaseReportd": "report",
@@ -218,10 +220,10 @@ def stage_rows(data: Path, work: Path, device: str, setting: str, **override) ->
         for step in preprocessing.transforms:
             case = timed(stages, STAGES.get(type(step).__name__, type(step).__name__), step, case)
         with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            image = case["image"][None].to(device)
+            image = list_data_collate([case["image"]]).to(device)  # a batch of one, as the data loader makes
             pred = timed(stages, "network", lambda: inferer(image, network).float())
             synchronize(device)
-        case["pred"] = pred[0].cpu()
+        case["pred"] = decollate_batch(pred.cpu())[0]  # as the engine hands it to the postprocessing
         probabilities = None
         for step in postprocessing.transforms:
             if type(step).__name__ == "LabelOnInputGridd":

@@ -178,9 +178,7 @@ class MuscleVoxels:
     fat_fraction: np.ndarray | None
 
 
-def muscle_voxels(
-    label: np.ndarray, axis: int, fat_fraction: np.ndarray | None, first_slice: int = 0
-) -> MuscleVoxels:
+def muscle_voxels(label: np.ndarray, axis: int, fat_fraction: np.ndarray | None, first_slice: int = 0) -> MuscleVoxels:
     """Gather the voxels of labels 1..8 only: muscle is a small part of the image, so the later counting runs
     over far fewer values than the whole grid. ``label`` may be a crop whose first slice is ``first_slice``."""
     inside = (label >= min(MUSCLES)) & (label <= max(MUSCLES))

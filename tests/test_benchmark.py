@@ -19,7 +19,8 @@ def test_benchmark_reports_training_and_inference_rows_for_the_cpu(tmp_path: Pat
     )
     rows = json.loads(report.read_text(encoding="utf-8"))["rows"]
     whats = [r["what"] for r in rows]
-    stages = ["load", "resample", "network", "invert + argmax", "post-processing", "write", "report", "total"]
+    stages = ["load", "resample", "network", "invert + argmax", "confidence", "post-processing", "write", "report"]
+    stages.append("total")
     settings = [
         "shipped weights, defaults",
         "published grid, whole volume",
