@@ -34,9 +34,6 @@ MODEL = "lumbar_muscle_dixon_segmentation"  # the name Slicer shows; "segmentati
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Fine-tuning from submitted labels: the bundle's own fine-tuning recipe, which starts from models/model.pt.
 TRAIN_CONFIGS = ("train.yaml", "finetune.yaml")
-# Inference steps that name, weigh (confidence) and write the per-case muscle report (metrics, slices, QC picture) of
-# `monai.bundle run inference`; the server returns the label only. (MONAI Label drops SaveImaged itself.)
-REPORT_STEPS = ("CaseIdToMetad", "MuscleConfidenced", "CaseReportd")
 
 
 def refresh_bundle_copy(source: str, copy: str) -> str:
@@ -56,13 +53,16 @@ def refresh_bundle_copy(source: str, copy: str) -> str:
     return copy
 
 
-def read_bundle(path: str, config_files: Sequence[str]) -> ConfigParser:
+def read_bundle(path: str, config_files: Sequence[str], **settings: Any) -> ConfigParser:
     """The bundle's configs merged in order, with ``metadata.json`` as ``_meta_`` (the training voxel size is read
-    from there), rooted at ``path``; MONAI Label's own reader leaves ``_meta_`` out."""
+    from there), rooted at ``path``, with ``settings`` (config keys) set; MONAI Label's own reader leaves ``_meta_``
+    out."""
     parser = ConfigParser()
     parser.read_config([os.path.join(path, "configs", name) for name in config_files])
     parser.read_meta(os.path.join(path, "configs", "metadata.json"))
     parser["bundle_root"] = path
+    for key, value in settings.items():
+        parser[key] = value
     return parser
 
 
@@ -106,10 +106,9 @@ class LumbarMuscleInferTask(BundleInferTask):
             raise
 
     def _load_bundle_config(self, path: str, config: str) -> ConfigParser:
-        return read_bundle(path, [os.path.basename(config)])
-
-    def pre_transforms(self, data: Any = None) -> Sequence[Callable]:
-        return [t for t in super().pre_transforms(data) if type(t).__name__ not in REPORT_STEPS]
+        # The server returns the label only: inference's steps that name and write the files of a case (segmentation,
+        # muscle report, QC picture) are switched off.
+        return read_bundle(path, [os.path.basename(config)], case_outputs=False)
 
     def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
         # MONAI's Spacingd copies a NIfTI image's metadata into every "image_*" entry of the case, and fails on
@@ -118,9 +117,6 @@ class LumbarMuscleInferTask(BundleInferTask):
         data = super().run_pre_transforms(data, transforms)
         data["image_path"] = path
         return data
-
-    def post_transforms(self, data: Any = None) -> Sequence[Callable]:
-        return [t for t in super().post_transforms(data) if type(t).__name__ not in REPORT_STEPS]
 
 
 class LumbarMuscleTrainTask(BundleTrainTask):

@@ -267,7 +267,7 @@ class EvaluationWriter:
         output_dir: str,
         noise_floor: float = DEFAULT_NOISE_FLOOR,
         pred_key: str = "pred",
-        reference_key: str = "reference",
+        reference_key: str = "label",
     ) -> None:
         self.output_dir = output_dir
         self.noise_floor = noise_floor

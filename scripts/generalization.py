@@ -107,7 +107,7 @@ def evaluate(ckpt: Path, data_dir: Path, output_dir: Path, spacing: Sequence[flo
     """Run the bundle's evaluation of ``ckpt`` on the test set; returns its ``evaluation.csv``."""
     command = [
         sys.executable, "-m", "monai.bundle", "run", "evaluating",
-        "--config_file", "['configs/train.yaml','configs/evaluate.yaml']",
+        "--config_file", "['configs/inference.yaml','configs/evaluate.yaml']",
         "--dataset_dir", str(data_dir.resolve()),
         "--output_dir", str(output_dir.resolve()),
         "--ckpt_path", str(ckpt.resolve()),

@@ -1,15 +1,29 @@
-"""Check the values of a run's options (config keys, usually set on the command line) before any work starts.
+"""Check a run's options (config keys, usually set on the command line) before any work starts.
 
 ``monai.bundle run`` passes ``--epochs -1`` or ``--roi_size "[7,7]"`` into the config as they are, and a wrong
 value surfaces much later, deep in a traceback, or never (``--resume false`` arrives as the string "false",
 which is true). ``check_options`` names every bad option and what it accepts, all at once.
+
+MONAI's command line also takes any key at all: ``--flip_ta False`` adds a key no config reads, and the run goes
+on with ``flip_tta`` as it was. ``refuse_unknown_overrides`` names every such option, with the closest known ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import ast
+import difflib
+import inspect
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
+
+from monai.bundle import ConfigComponent, ConfigParser, ConfigWorkflow, scripts
+from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS, ID_SEP_KEY, MERGE_KEY
+from monai.utils.module import locate
+
+SEP = "#"  # between the parts of an id, as on the command line (MONAI also reads its ID_SEP_KEY, "::")
 
 from scripts.errors import InputError
 
@@ -93,3 +107,98 @@ def check_options(values: Mapping[str, Any]) -> None:
     ]
     if problems:
         raise InputError(f"{len(problems)} option(s) cannot be used:\n  " + "\n  ".join(problems))
+
+
+# Options of ``monai.bundle run`` itself (config files, run ids, tracking), which are not config keys.
+RUN_ARGUMENTS = frozenset(
+    name
+    for function in (scripts.run, scripts.create_workflow, ConfigWorkflow.__init__)
+    for name, p in inspect.signature(function).parameters.items()
+    if p.kind is not p.VAR_KEYWORD and name != "self"
+) | frozenset(  # the settings --tracking mlflow adds
+    key for key, value in DEFAULT_EXP_MGMT_SETTINGS["mlflow"]["configs"].items() if not isinstance(value, dict)
+)
+
+
+def _config_ids(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Every id of a config (``a``, ``a#b``, ``a#0``, ...) with its value."""
+    items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
+    for key, value in items:
+        name = f"{prefix}{key}"
+        yield name, value
+        yield from _config_ids(value, name + SEP)
+
+
+def _command_line_overrides(argv: Sequence[str]) -> dict[str, str | None]:
+    """``--name value`` / ``--name=value`` pairs of a ``monai.bundle run`` command line, names as Fire reads them
+    (hyphens as underscores); a name without a value maps to None."""
+    overrides: dict[str, str | None] = {}
+    for i, token in enumerate(argv):
+        if token.startswith("--"):
+            name, _, value = token[2:].partition("=")
+            following = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+            overrides[name.replace("-", "_")] = value if value else following
+    return overrides
+
+
+def _takes_argument(component: Any, name: str) -> bool:
+    """Whether ``component`` (a config dict with ``_target_``) is built by a callable that takes an argument ``name``
+    (or any keyword); a callable whose signature cannot be read is given the benefit of the doubt."""
+    if not isinstance(component, dict) or "_target_" not in component:
+        return False
+    try:
+        target = locate(ConfigComponent(config=component).resolve_module_name())
+        parameters = inspect.signature(target).parameters.values()
+    except Exception:  # not importable here, or no signature: it fails loudly when built, if at all
+        return True
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def unknown_overrides(overrides: Sequence[str], config: dict) -> dict[str, list[str]]:
+    """The names among ``overrides`` that ``config`` (merged configs) does not read, each with up to three close
+    known names. Known: every id of the config, a new argument of one of its components (``--net#dropout 0.1``
+    where ``net`` has a ``_target_``), anything under ``_meta_``, and the options of ``monai.bundle run``."""
+    values = dict(_config_ids(config))
+    unknown = {}
+    for name in overrides:
+        bare = name.removeprefix(MERGE_KEY).replace(ID_SEP_KEY, SEP)
+        parent, _, _ = bare.rpartition(SEP)
+        known = (
+            bare in values
+            or bare in RUN_ARGUMENTS
+            or bare.split(SEP)[0] == "_meta_"
+            or _takes_argument(values.get(parent), bare.rpartition(SEP)[2])
+        )
+        if not known:
+            # Close names among the keys beside it: its siblings under the same parent, else the top-level keys.
+            siblings = [i for i in values if i.rpartition(SEP)[0] == parent]
+            ends = {i.rpartition(SEP)[2]: i for i in siblings}
+            close = difflib.get_close_matches(bare.rpartition(SEP)[2], list(ends), n=3, cutoff=0.75)
+            unknown[name] = [ends[c] for c in close]
+    return unknown
+
+
+def refuse_unknown_overrides(argv: Sequence[str] | None = None) -> None:
+    """Raise ``InputError`` naming every ``--option`` of this ``python -m monai.bundle run`` command that none of
+    its config files reads ("--flip_ta: no config reads it; did you mean --flip_tta?"). The config cannot tell which
+    of its keys came from the command line, so the command line (``sys.argv``) is read again here; a process that
+    is not ``monai.bundle run`` (the MONAI Label server, a test calling the workflow directly) is left alone."""
+    argv = sys.argv if argv is None else argv
+    if len(argv) < 2 or Path(argv[0]).parent.name != "bundle" or argv[1] != "run":
+        return
+    overrides = _command_line_overrides(argv[2:])
+    files = overrides.get("config_file")
+    if not files:
+        return
+    try:
+        files = ast.literal_eval(files)
+    except (ValueError, SyntaxError):  # a plain path, or paths separated by commas
+        pass
+    unknown = unknown_overrides(list(overrides), ConfigParser.load_config_files(files))
+    if unknown:
+        lines = [
+            f"--{name}: no config reads it"
+            + (f"; did you mean {' or '.join('--' + c for c in close)}?" if close else "")
+            for name, close in unknown.items()
+        ]
+        raise InputError(f"{len(lines)} option(s) unknown to {files}; nothing was run:\n  " + "\n  ".join(lines))

@@ -3,19 +3,21 @@ muscle, partial labels), the Table 1 statistics against numpy, and the `evaluati
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
-from conftest import SMALL_SHAPE, SMALL_SPACING, SPACING_ARG, read_csv, run_bundle
+from conftest import SMALL_SHAPE, SMALL_SPACING, SPACING_ARG, infer, read_csv, run_bundle
 
 from scripts.evaluation import COLUMNS, NOT_SCORED, case_rows, summary, table1_markdown, write_evaluation
 from scripts.labels import ABBREVIATIONS, MUSCLES, NUM_CLASSES
 from scripts.muscle_metrics import fat_fraction_map
 from scripts.phantom import Phantom, make_phantom
 
-EVALUATE = "['configs/train.yaml','configs/evaluate.yaml']"
+EVALUATE = "['configs/inference.yaml','configs/evaluate.yaml']"
 
 
 @pytest.fixture(scope="module")
@@ -120,17 +122,23 @@ def test_only_annotated_muscles_present_in_the_reference_are_scored(phantom: Pha
     assert table["Mean (std)"][COLUMNS.index("LI")] == NOT_SCORED
 
 
-def test_evaluating_writes_csv_table_and_box_plots(cohort: Path, trained: Path, tmp_path: Path):
+def evaluate(cohort: Path, trained: Path, output_dir: Path, *extra: str) -> list[dict[str, str]]:
+    """The README's evaluation command on the small cohort's validation cases; the rows of its evaluation.csv."""
     run_bundle(
         "evaluating",
         "--config_file", EVALUATE,
         "--dataset_dir", str(cohort),
-        "--output_dir", str(tmp_path),
+        "--output_dir", str(output_dir),
         "--ckpt_path", str(trained / "models" / "model.pt"),
         "--spacing", SPACING_ARG,
         "--num_workers", "0",
+        *extra,
     )  # fmt: skip
-    rows = read_csv(tmp_path / "evaluation.csv")
+    return read_csv(output_dir / "evaluation.csv")
+
+
+def test_evaluating_writes_csv_table_and_box_plots(cohort: Path, trained: Path, tmp_path: Path):
+    rows = evaluate(cohort, trained, tmp_path)
     assert [(r["id"], r["muscle"]) for r in rows] == [(case, name) for case in ("sub05", "sub06") for name in COLUMNS]
     for row in rows:
         assert 0 <= float(row["dice"]) <= 1
@@ -140,3 +148,20 @@ def test_evaluating_writes_csv_table_and_box_plots(cohort: Path, trained: Path, 
     assert table["Cases"] == ["2"] * len(COLUMNS)
     for png in ("dice_boxplot.png", "hd95_boxplot.png"):
         assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
+
+
+def test_evaluating_is_inference_plus_scoring_with_every_inference_option(cohort: Path, trained: Path, tmp_path: Path):
+    """The segmentations scored are those inference writes with the same options, and an inference option
+    (--noise_floor, --flip_tta) changes the evaluation as it changes inference."""
+    options = ("--flip_tta", "False", "--noise_floor", "0.6")
+    rows = evaluate(cohort, trained, tmp_path / "eval", *options)
+    infer(cohort, tmp_path / "infer", trained / "models" / "model.pt", "--spacing", SPACING_ARG, *options)
+    for case in ("sub05", "sub06"):  # the cohort's testing cases are its validation cases
+        evaluated = nib.load(tmp_path / "eval" / case / f"{case}_seg.nii.gz").get_fdata()
+        inferred = nib.load(tmp_path / "infer" / case / f"{case}_seg.nii.gz").get_fdata()
+        np.testing.assert_array_equal(evaluated, inferred)
+        assert json.loads((tmp_path / "eval" / case / f"{case}_metrics.json").read_text())["noise_floor"] == 0.6
+
+    default = evaluate(cohort, trained, tmp_path / "default", "--flip_tta", "False")
+    fat = [[r["fat_fraction_ref_percent"] for r in result] for result in (rows, default)]
+    assert fat[0] != fat[1]  # the noise floor leaves out other voxels of the same reference

@@ -14,7 +14,7 @@ from conftest import SPACING_ARG, run_bundle, write_datalist
 
 from scripts import errors
 from scripts.errors import InputError
-from scripts.options import check_options
+from scripts.options import check_options, refuse_unknown_overrides
 from scripts.prepare import read_image
 
 
@@ -161,3 +161,39 @@ def test_prepare_refuses_images_the_loading_path_refuses(tmp_path: Path, data: n
     nib.save(nib.Nifti1Image(data.astype(np.float32), np.eye(4)), path)
     with pytest.raises(InputError, match=expected):
         read_image(path)
+
+
+def test_a_misspelt_option_is_refused_before_any_work_with_the_closest_names(cohort: Path, tmp_path: Path):
+    result = train(cohort, tmp_path, "--flip_ta", "False", "--lerning_rate", "0.01", "--train#trainer#max_epoch", "3")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr[result.stderr.index("ERROR: ") :].splitlines()
+    assert lines[0] == "ERROR: 3 option(s) unknown to configs/train.yaml; nothing was run:"
+    assert lines[1:4] == [
+        "  --flip_ta: no config reads it; did you mean --flip_tta?",
+        "  --lerning_rate: no config reads it; did you mean --learning_rate?",
+        "  --train#trainer#max_epoch: no config reads it; did you mean --train#trainer#max_epochs?",
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--spacing", "[3.75,3.75,7.8]", "--flip_tta", "True"],
+        ["--validate#handlers#0#iteration_log", "True"],  # a real key under a list
+        ["--train#trainer#epoch_length", "3"],  # a new argument of a real component
+        ["--_meta_#version", "9", "--tracking", "mlflow", "--tracking_uri", "x", "--meta_file", "m.json"],
+        ["--+initialize", "[]", "--run_id=training"],
+    ],
+)
+def test_overrides_of_real_keys_and_run_options_are_accepted(options: list[str]):
+    argv = ["/x/monai/bundle/__main__.py", "run", "training", "--config_file", "['configs/train.yaml']", *options]
+    refuse_unknown_overrides(argv)
+
+
+def test_overrides_are_checked_against_every_merged_config():
+    argv = ["/x/monai/bundle/__main__.py", "run", "--config_file", "['configs/train.yaml','configs/finetune.yaml']"]
+    refuse_unknown_overrides([*argv, "--pretrained_ckpt", "p.pt"])
+    with pytest.raises(InputError, match="--pretrained_ckp: no config reads it; did you mean --pretrained_ckpt?"):
+        refuse_unknown_overrides([*argv, "--pretrained_ckp", "p.pt"])
+    refuse_unknown_overrides(["pytest", "--pretrained_ckp"])  # not a monai.bundle run: left alone
