@@ -19,13 +19,14 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigComponent, ConfigParser, ConfigWorkflow, scripts
+from monai.bundle import ConfigComponent, ConfigParser, ConfigWorkflow
+from monai.bundle import scripts as bundle_commands
 from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS, ID_SEP_KEY, MERGE_KEY
 from monai.utils.module import locate
 
-SEP = "#"  # between the parts of an id, as on the command line (MONAI also reads its ID_SEP_KEY, "::")
-
 from scripts.errors import InputError
+
+SEP = "#"  # between the parts of an id, as on the command line (MONAI also reads its ID_SEP_KEY, "::")
 
 # Each rule returns what the option accepts when the value does not fit, else None.
 Rule = Callable[[Any], str | None]
@@ -112,7 +113,7 @@ def check_options(values: Mapping[str, Any]) -> None:
 # Options of ``monai.bundle run`` itself (config files, run ids, tracking), which are not config keys.
 RUN_ARGUMENTS = frozenset(
     name
-    for function in (scripts.run, scripts.create_workflow, ConfigWorkflow.__init__)
+    for function in (bundle_commands.run, bundle_commands.create_workflow, ConfigWorkflow.__init__)
     for name, p in inspect.signature(function).parameters.items()
     if p.kind is not p.VAR_KEYWORD and name != "self"
 ) | frozenset(  # the settings --tracking mlflow adds
