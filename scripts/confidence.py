@@ -13,8 +13,8 @@ Built from what inference already has, on the network's grid (coarse, so cheap),
   that a short field of view does not count against it), the left/right ratio, the psoas beside the vertebral body
   and in front of the ES+M, the quadratus lumborum (QL) lateral to the spine between the psoas and the ES+M, the
   iliacus lateral to the psoas and no higher than the lower end of the QL (the iliac crest). Each rule scores 1 in
-  its range and falls linearly to 0 over a margin outside it; the ranges hold the true labels of the phantoms and of
-  real anatomy maps (``python -m scripts.confidence_calibration`` measures them).
+  its range and falls linearly to 0 over a margin outside it; the ranges hold the true labels of the phantoms
+  (``python -m scripts.confidence_calibration`` checks them) and of the real anatomy maps in ``../shared/data``.
 
 ``confidence`` = anatomy (the product of the rule scores) × the geometric mean of flip agreement, probability
 (rescaled from 0.5-1 to 0-1) and largest-piece share, rescaled from ``EVIDENCE_FLOOR``-1 to 0-1; a missing piece of

@@ -13,7 +13,8 @@ which the weights were not trained on, and compares each muscle's confidence and
 Prints, and writes to ``--output_dir`` (``calibration.csv``: one row per case and scored muscle with its Dice,
 confidence, check and evidence; ``calibration.md``: the summary): the Spearman rank correlation of confidence (and
 of each piece of evidence) with Dice; the precision and recall of ``check`` for Dice < 0.5; the share of muscles
-with Dice >= 0.8 that are flagged; and the same split by test group.
+with Dice >= 0.8 that are flagged; how many true labels the anatomy rules would flag (the rules' ranges must hold
+the truth); and the same split by test group.
 
     python -m scripts.confidence_calibration [--ckpt models/model.pt] [--output_dir confidence_calibration]
         [--n_phantoms 4] [--phantom_seed 77]
@@ -35,6 +36,7 @@ from monai.data import MetaTensor
 from scipy.stats import spearmanr
 
 from scripts.atomic import write_atomically, write_csv_atomically
+from scripts.confidence import muscle_confidence
 from scripts.generalization import REAL_DIR, REAL_LABEL, build_test_set
 from scripts.labels import ABBREVIATIONS, MUSCLES
 from scripts.phantom import make_phantom, write_phantom
@@ -111,6 +113,8 @@ def score_case(entry: dict, data_dir: Path, output_dir: Path) -> list[dict]:
         for value, muscle in entry["label_map"].items():
             truth[source == int(value)] = muscle
     report = json.loads((output_dir / case_id / f"{case_id}_metrics.json").read_text(encoding="utf-8"))
+    affine = nib.load(output_dir / case_id / f"{case_id}_seg.nii.gz").affine
+    truth_confidence = muscle_confidence(truth, affine)  # the anatomy rules on the true labels: should all pass
     rows = []
     for muscle in entry.get("annotated", MUSCLES):
         name = ABBREVIATIONS[muscle]
@@ -128,6 +132,7 @@ def score_case(entry: dict, data_dir: Path, output_dir: Path) -> list[dict]:
                 "check": entry_report["check"],
                 **{k: entry_report["evidence"].get(k) for k in EVIDENCE},
                 "check_reasons": entry_report["check_reasons"],
+                "truth_check_reasons": truth_confidence[name]["check_reasons"],
             }
         )
     return rows
@@ -153,6 +158,7 @@ def summary(rows: Sequence[dict]) -> dict[str, str]:
     cells["check precision"] = share(int((check & bad).sum()), int(check.sum()))
     cells["check recall"] = share(int((check & bad).sum()), int(bad.sum()))
     cells["Dice ≥ 0.8 flagged"] = share(int((check & good).sum()), int(good.sum()))
+    cells["true labels flagged"] = share(sum(bool(r["truth_check_reasons"]) for r in rows), len(rows))
     return cells
 
 
