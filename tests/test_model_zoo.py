@@ -175,13 +175,13 @@ def network_format_problems(metadata: dict) -> list[str]:
         "output spatial shape": (pred["spatial_shape"], [f"{multiple}*n"] * 3),
         "output channels": (pred["num_channels"], network["out_channels"]),
         "output channel_def": (sorted(map(int, pred["channel_def"])), list(range(network["out_channels"]))),
-        "output format (one score per class, softmax then argmax after it)": (
+        "output format (one score per class: softmax over the channels follows)": (
             pred["format"],
-            "labels" if post["Activationsd"]["softmax"] and post["AsDiscreted"]["argmax"] else "?",
+            "labels" if post["Activationsd"]["softmax"] else "?",
         ),
-        "written format (argmax: one channel)": (
+        "written format (the label map SaveSegmentationd writes: one channel)": (
             (written.get("format"), written.get("num_channels")),
-            ("segmentation", 1),
+            ("segmentation", 1) if "scripts.outputs.SaveSegmentationd" in post else "?",
         ),
         "written dtype": (written.get("dtype"), post["scripts.outputs.SaveSegmentationd"]["output_dtype"][7:]),
         "written values": (written.get("value_range"), [0, network["out_channels"] - 1]),
