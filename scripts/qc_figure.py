@@ -51,7 +51,10 @@ def save_qc_png(
     if inphase.shape != label.shape:
         raise ValueError(f"in-phase image shape {inphase.shape} differs from label shape {label.shape}")
     figure = qc_figure(inphase, label, np.asarray(affine, np.float64), report)
-    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI))
+    # The fastest zlib level: the PNG is written in about half the time and is about 20 % larger (~0.5 MB).
+    write_atomically(
+        path, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
+    )
 
 
 def qc_figure(inphase: np.ndarray, label: np.ndarray, affine: np.ndarray, report: dict) -> Figure:
