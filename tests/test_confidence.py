@@ -9,6 +9,7 @@ import torch
 from conftest import SMALL_SHAPE, SMALL_SPACING
 
 from scripts.confidence import flip_agreement, muscle_confidence
+from scripts.confidence_calibration import EVIDENCE, summary
 from scripts.labels import ABBREVIATIONS, MUSCLES
 from scripts.muscle_metrics import muscle_report
 from scripts.phantom import Phantom, make_phantom
@@ -109,3 +110,17 @@ def test_qc_picture_marks_flagged_muscles(phantom: Phantom):
     colours = {text.get_text().split()[0]: text.get_color() for text in legend.get_texts()}
     assert colours["LP"] == CHECK_COLOUR and colours["RP"] != CHECK_COLOUR
     assert "LP" in figure.get_suptitle() and "CHECK" in figure.get_suptitle()
+
+
+def test_calibration_summary_counts_flags_against_dice():
+    """Two bad muscles (one flagged), two good (one flagged), one in between (flagged); confidence in Dice order."""
+    dice = (0.1, 0.3, 0.6, 0.85, 0.95)
+    checks = (True, False, True, True, False)
+    rows = [
+        {"dice": d, "confidence": d, "check": c, "truth_check_reasons": "", **dict.fromkeys(EVIDENCE, d)}
+        for d, c in zip(dice, checks, strict=True)
+    ]
+    cells = summary(rows)
+    assert cells["ρ confidence"] == "1.00" and cells["Dice < 0.5"] == "2" and cells["Dice ≥ 0.8"] == "2"
+    assert cells["check precision"] == "1/3" and cells["check recall"] == "1/2"
+    assert cells["Dice ≥ 0.8 flagged"] == "1/2" and cells["true labels flagged"] == "0/5"
