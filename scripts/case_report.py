@@ -23,7 +23,7 @@ from monai.transforms import Compose, MapTransform
 from tqdm import tqdm
 
 from scripts.atomic import write_atomically, write_csv_atomically
-from scripts.confidence import muscle_confidence
+from scripts.confidence import NOT_FOUND, muscle_confidence
 from scripts.datalist import IMAGE_KEYS, load_cohort
 from scripts.image_checks import CheckedLoadImaged
 from scripts.muscle_metrics import (
@@ -65,8 +65,8 @@ def write_case_report(
     report = {"id": case_id, "noise_floor": noise_floor} | muscle_report(label, affine, fat_fraction, note)
     if confidence is None:
         confidence = muscle_confidence(label, affine)
-    for name, entry in report["muscles"].items():
-        entry |= confidence[name]
+    for name, entry in report["muscles"].items():  # one found on the network's grid may vanish on the input grid
+        entry |= confidence[name] if entry["volume_ml"] > 0 else NOT_FOUND
     water, fat = images.get("water"), images.get("fat")
     if fat_fraction is not None and water is not None and fat is not None:
         report |= fat_water_swap_check(water, fat, fat_fraction)

@@ -57,12 +57,14 @@ QL_LATERAL_MM = (35.0, 110.0)
 QL_ANTERIOR_MM = (-10.0, 70.0)
 ILIACUS_ABOVE_QL_MM = 30.0  # the iliacus centroid may lie at most this far above the QL's lower end
 POSITION_MARGIN_MM = 20.0
+NOT_FOUND = {"confidence": 0.0, "check": True, "check_reasons": "not found", "evidence": {}}
 
 
 @dataclass(frozen=True)
 class Piece:
     """One muscle's prediction on a grid: voxel count, mean probability (None without), largest-piece share, and
-    of the largest piece: volume (mL), centroid (world mm, RAS+), lowest and highest world z (mm)."""
+    of the largest piece: volume (mL), centroid (world mm, RAS+), lowest and highest world z (mm) of its voxels'
+    outer faces."""
 
     voxels: int
     probability: float | None
@@ -74,7 +76,7 @@ class Piece:
     @property
     def mean_area_cm2(self) -> float:
         """Volume over S-I extent: the mean axial area, whatever part of the muscle the field of view holds."""
-        return 1000.0 * self.volume_ml / max(self.z_range[1] - self.z_range[0], 1e-6) / 100.0
+        return 1000.0 * self.volume_ml / (self.z_range[1] - self.z_range[0]) / 100.0
 
 
 def flip_agreement(direct: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
@@ -93,7 +95,9 @@ def flip_agreement(direct: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor
 def muscle_pieces(label: np.ndarray, affine: np.ndarray, probabilities: np.ndarray | None = None) -> dict[int, Piece]:
     """The ``Piece`` of every muscle present in ``label`` (3-D, values of ``scripts.labels``) on the grid of
     ``affine``; ``probabilities`` (9 × label's shape) gives each muscle's mean probability."""
-    voxel_ml = abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3])) / 1000.0
+    affine = np.asarray(affine, np.float64)
+    voxel_ml = abs(np.linalg.det(affine[:3, :3])) / 1000.0
+    half_height = float(np.abs(affine[2, :3]).sum()) / 2  # from a voxel's centre to its top in world z
     pieces = {}
     for muscle, box in zip(MUSCLES, find_objects(label, max_label=max(MUSCLES))):  # entry i: label value i + 1
         if box is None:
@@ -103,7 +107,7 @@ def muscle_pieces(label: np.ndarray, affine: np.ndarray, probabilities: np.ndarr
         sizes = np.bincount(components.ravel())[1:]
         largest = components == 1 + int(np.argmax(sizes))
         where = np.argwhere(largest) + [s.start for s in box]
-        world = where @ np.asarray(affine, np.float64)[:3, :3].T + np.asarray(affine, np.float64)[:3, 3]
+        world = where @ affine[:3, :3].T + affine[:3, 3]
         probability = None
         if probabilities is not None:
             probability = float(np.asarray(probabilities[muscle][box])[mask].mean())
@@ -113,7 +117,7 @@ def muscle_pieces(label: np.ndarray, affine: np.ndarray, probabilities: np.ndarr
             largest_share=float(sizes.max() / sizes.sum()),
             volume_ml=float(sizes.max() * voxel_ml),
             centroid=world.mean(axis=0),
-            z_range=(float(world[:, 2].min()), float(world[:, 2].max())),
+            z_range=(float(world[:, 2].min()) - half_height, float(world[:, 2].max()) + half_height),
         )
     return pieces
 
@@ -207,7 +211,7 @@ def muscle_confidence(
     for muscle in MUSCLES:
         name = ABBREVIATIONS[muscle]
         if muscle not in pieces:
-            result[name] = {"confidence": 0.0, "check": True, "check_reasons": "not found", "evidence": {}}
+            result[name] = dict(NOT_FOUND)
             continue
         piece = pieces[muscle]
         evidence = {"largest piece": piece.largest_share}

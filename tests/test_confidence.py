@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import SMALL_SHAPE, SMALL_SPACING
 
+from scripts.case_report import write_case_report
 from scripts.confidence import flip_agreement, muscle_confidence
 from scripts.confidence_calibration import EVIDENCE, summary
 from scripts.labels import ABBREVIATIONS, MUSCLES
@@ -124,3 +125,12 @@ def test_calibration_summary_counts_flags_against_dice():
     assert cells["ρ confidence"] == "1.00" and cells["Dice < 0.5"] == "2" and cells["Dice ≥ 0.8"] == "2"
     assert cells["check precision"] == "1/3" and cells["check recall"] == "1/2"
     assert cells["Dice ≥ 0.8 flagged"] == "1/2" and cells["true labels flagged"] == "0/5"
+
+
+def test_report_flags_a_muscle_the_input_grid_lost(phantom: Phantom, tmp_path):
+    """The confidence is measured on the network's grid; a muscle absent from the saved label is "not found"."""
+    label = np.where(phantom.label == RI, 0, phantom.label).astype(np.uint8)
+    confidence = muscle_confidence(phantom.label, phantom.affine)
+    report = write_case_report(tmp_path, "case", label, phantom.affine, {"inphase": phantom.inphase}, 0.02, confidence)
+    assert report["muscles"]["RI"]["check"] and report["muscles"]["RI"]["check_reasons"] == "not found"
+    assert not report["muscles"]["LI"]["check"] and report["muscles"]["LI"]["confidence"] == 1.0
