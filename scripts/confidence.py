@@ -14,7 +14,7 @@ Built from what inference already has, on the network's grid (coarse, so cheap),
   and in front of the ES+M, the quadratus lumborum (QL) lateral to the spine between the psoas and the ES+M, the
   iliacus lateral to the psoas and no higher than the lower end of the QL (the iliac crest). Each rule scores 1 in
   its range and falls linearly to 0 over a margin outside it; the ranges hold the true labels of the phantoms
-  (``python -m scripts.confidence_calibration`` checks them) and of the real anatomy maps in ``../shared/data``.
+  (``python -m scripts.confidence_calibration`` checks them) and, checked once by hand, of the real anatomy maps.
 
 ``confidence`` = anatomy (the product of the rule scores) × the geometric mean of flip agreement, probability
 (rescaled from 0.5-1 to 0-1) and largest-piece share, rescaled from ``EVIDENCE_FLOOR``-1 to 0-1; a missing piece of
