@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import decollate_batch, list_data_collate
 from monai.transforms import AsDiscreted, Compose, Invertd, KeepLargestConnectedComponentd
 
+from scripts.model_card import ModelCard, load_weights
 from scripts.phantom import make_cohort
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,8 +138,10 @@ def train_rows(
 def inference_rows(data: Path, work: Path, device: str, repeats: int, spacing: list[float]) -> list[dict]:
     """Seconds per scan: the network's sliding window alone, and the whole inference run from disk to disk."""
     args = {"dataset_dir": str(data), "output_dir": str(work / "infer"), "spacing": list(spacing)}
+    network = ConfigParser({"n": ConfigParser.load_config_file(REPO / "configs" / "inference.yaml")["network_def"]})
+    network = network.get_parsed_content("n")
     torch.save(
-        workflow("inference.yaml", device, **args).parser.get_parsed_content("network").state_dict(), work / "model.pt"
+        {"model": network.state_dict(), "model_card": ModelCard(spacing, network).state_dict()}, work / "model.pt"
     )
     flow = workflow("inference.yaml", device, ckpt_path=str(work / "model.pt"), overwrite=True, **args)
     network, inferer = flow.parser.get_parsed_content("network"), flow.parser.get_parsed_content("inferer")
@@ -200,7 +203,7 @@ def stage_rows(data: Path, work: Path, device: str, setting: str, **override) ->
     parser = flow.parser
     network, inferer = parser.get_parsed_content("network"), parser.get_parsed_content("inferer")
     if "ckpt_path" in override:
-        network.load_state_dict(torch.load(override["ckpt_path"], map_location=device, weights_only=True))
+        network.load_state_dict(load_weights(override["ckpt_path"], device))
     network.eval()
     preprocessing, postprocessing = parser.get_parsed_content("preprocessing"), parser.get_parsed_content(
         "postprocessing"

@@ -22,6 +22,7 @@ from scripts.atomic import write_atomically
 from scripts.case_report import write_case_report
 from scripts.datalist import DatalistError, load_datalist
 from scripts.image_checks import CheckedLoadImaged
+from scripts.model_card import load_weights
 from scripts.phantom import make_phantom
 from scripts.transforms import MatchCaseGeometryd
 
@@ -193,7 +194,7 @@ def test_rerun_skips_done_cases_and_refuses_a_different_run(cohort: Path, traine
     assert (out / "sub06" / "sub06_qc.png").is_file()
 
     other = tmp_path / "other.pt"
-    torch.save({k: v + 1 for k, v in torch.load(ckpt, weights_only=True).items()}, other)
+    torch.save({k: v + 1 for k, v in load_weights(ckpt).items()}, other)
     refused = infer(cohort, out, other, check=False)
     assert refused.returncode != 0
     assert "holds the outputs of a different run (differs in: checkpoint, checkpoint_sha256)" in refused.stderr

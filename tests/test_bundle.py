@@ -14,6 +14,7 @@ from conftest import REPO, SPACING_ARG, TUM02, infer, read_csv, run_bundle, save
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 from scripts.labels import ABBREVIATIONS, MUSCLES, NUM_CLASSES
+from scripts.model_card import load_weights, read_model
 
 
 def assert_segmentation_of(seg_path: Path, input_path: Path) -> np.ndarray:
@@ -29,8 +30,9 @@ def assert_segmentation_of(seg_path: Path, input_path: Path) -> np.ndarray:
 
 def test_training_saves_best_model_last_checkpoint_and_dice_per_muscle(trained: Path):
     network = ConfigParser.load_config_file(REPO / "configs" / "train.yaml")["network_def"]
-    state = torch.load(trained / "models" / "model.pt", weights_only=True)
+    state, card = read_model(trained / "models" / "model.pt")
     ConfigParser({"n": network}).get_parsed_content("n").load_state_dict(state)
+    assert card["spacing_mm"] == [3.75, 3.75, 7.8] and card["num_classes"] == NUM_CLASSES
 
     last = sorted(trained.glob("last_checkpoint_epoch=*.pt"))
     assert [p.name for p in last] == ["last_checkpoint_epoch=1.pt", "last_checkpoint_epoch=2.pt"]  # the last two
@@ -149,6 +151,6 @@ def test_finetuning_starts_from_the_given_weights(cohort: Path, trained: Path, t
     )
     workflow.initialize()
     weights = workflow.parser.get_parsed_content("network").state_dict()
-    for name, value in torch.load(ckpt, weights_only=True).items():
+    for name, value in load_weights(ckpt).items():
         assert torch.equal(weights[name].cpu(), value), name
     assert workflow.parser.get_parsed_content("ckpt_dir") == f"{tmp_path}/models"

@@ -14,20 +14,27 @@ from conftest import REPO, TUM02, read_csv, reoriented, run_module, save_reorien
 from monai.bundle import ConfigParser
 
 from scripts.labels import MUSCLES
+from scripts.model_card import describe_network, load_weights, read_model
 
 WEIGHTS = REPO / "models" / "model.pt"
 
 
 def test_weights_load_safely_and_are_small():
-    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    state = load_weights(WEIGHTS)
     assert state and all(isinstance(v, torch.Tensor) for v in state.values())
+    assert set(torch.load(WEIGHTS, map_location="cpu", weights_only=True)) == {"model", "model_card"}
     assert WEIGHTS.stat().st_size < 25 * 1024 * 1024
 
 
-def test_inference_defaults_use_the_spacing_the_weights_were_trained_at():
+def test_the_shipped_weights_carry_the_voxel_size_labels_and_network_of_metadata_json():
     metadata = json.loads((REPO / "configs" / "metadata.json").read_text(encoding="utf-8"))
     recipe = ConfigParser.load_config_file(REPO / "configs" / "robust_train.yaml")
-    assert metadata["training_spacing_mm"] == recipe["spacing"]
+    _, card = read_model(WEIGHTS)
+    assert card["spacing_mm"] == metadata["training_spacing_mm"] == recipe["spacing"]
+    pred = metadata["network_data_format"]["outputs"]["pred"]
+    assert card["labels"] == pred["channel_def"] and card["num_classes"] == pred["num_channels"]
+    network = ConfigParser({"n": ConfigParser.load_config_file(REPO / "configs" / "inference.yaml")["network_def"]})
+    assert card["network"] == describe_network(network.get_parsed_content("n"))
 
 
 def test_no_argument_inference_segments_the_sample(tmp_path: Path):

@@ -7,9 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import REPO, SPACING_ARG, read_csv, run_module, write_datalist
 from monai.bundle import ConfigWorkflow
+
+from scripts.model_card import load_weights
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
@@ -47,9 +48,7 @@ def test_two_process_training_writes_once_and_gathers_validation(cohort: Path, t
         num_workers=0,
     )
     single.initialize()
-    single.parser.get_parsed_content("network").load_state_dict(
-        torch.load(out / "models" / "model.pt", weights_only=True)
-    )
+    single.parser.get_parsed_content("network").load_state_dict(load_weights(out / "models" / "model.pt"))
     evaluator = single.parser.get_parsed_content("validate#evaluator")
     evaluator.run()
     assert evaluator.state.metrics["val_mean_dice"] == pytest.approx(float(logged["mean_dice"]), abs=1e-4)

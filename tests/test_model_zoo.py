@@ -26,6 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from scripts.cohort_run import file_sha256
+from scripts.model_card import load_weights
 from scripts.phantom import make_phantom
 from scripts.release import build
 
@@ -430,7 +431,7 @@ def network_and_input() -> tuple[torch.nn.Module, torch.Tensor]:
     """The shipped weights in the bundle's network, and a normalised phantom volume padded to a multiple of 16."""
     network = ConfigParser({"n": ConfigParser.load_config_file(REPO / "configs" / "inference.yaml")["network_def"]})
     network = network.get_parsed_content("n")
-    network.load_state_dict(torch.load(WEIGHTS, weights_only=True))
+    network.load_state_dict(load_weights(WEIGHTS))
     network.eval()
     image = make_phantom(SMALL_SHAPE, SMALL_SPACING, seed=5).inphase
     image = (image - np.percentile(image, 1)) / (np.percentile(image, 99) - np.percentile(image, 1))
@@ -444,6 +445,7 @@ def test_torchscript_export_gives_the_same_segmentation(network_and_input, tmp_p
         "ckpt_export", "network_def",
         "--filepath", str(tmp_path / "model.ts"),
         "--ckpt_file", str(WEIGHTS),
+        "--key_in_ckpt", "model",
         "--meta_file", "configs/metadata.json",
         "--config_file", "configs/inference.yaml",
     )  # fmt: skip
@@ -458,6 +460,7 @@ def test_onnx_export_agrees_voxelwise(network_and_input, tmp_path: Path):
         "onnx_export", "network_def",
         "--filepath", str(tmp_path / "model.onnx"),
         "--ckpt_file", str(WEIGHTS),
+        "--key_in_ckpt", "model",
         "--meta_file", "configs/metadata.json",
         "--config_file", "configs/inference.yaml",
         "--input_shape", json.dumps(list(image.shape)),

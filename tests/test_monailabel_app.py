@@ -22,6 +22,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from scripts.model_card import load_weights, read_model
 from tests.conftest import REPO, TUM02, infer, read_csv, save_reoriented, write_datalist
 
 pytest.importorskip("monailabel")
@@ -211,8 +212,9 @@ def test_submitted_labels_finetune_the_shipped_weights(server: Server, tmp_path:
     # Fine-tuned from the shipped weights (one epoch moves them a little; a new start would be far from them),
     # written to the app's working copy, where inference reads them.
     finetuned = server.bundle / "models" / "model.pt"
-    weights = torch.load(finetuned, map_location="cpu", weights_only=True)
-    shipped = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    weights, card = read_model(finetuned)
+    shipped = load_weights(SHIPPED)
+    assert card == read_model(SHIPPED)[1]  # the voxel size and network they were trained with go on
     change = relative_change(weights, shipped)
     assert 0 < change < 0.05, change
     # The partly drawn scan trained on its two muscles only: validation scored nothing else on it.
@@ -229,7 +231,7 @@ def test_submitted_labels_finetune_the_shipped_weights(server: Server, tmp_path:
     # The loop goes on: a second round starts from the weights of the first, so it ends further from the shipped
     # ones (a new start from them, on the same labels with the same seed, would end where the first round did).
     server.train(max_epochs=1)
-    again = torch.load(finetuned, map_location="cpu", weights_only=True)
+    again = load_weights(finetuned)
     print(
         f"relative change from the shipped weights: {change:.2e} after one round, "
         f"{relative_change(again, shipped):.2e} after two"
