@@ -105,7 +105,7 @@ def _label_problems(entry: dict, where: str) -> list[Problem]:
     return problems
 
 
-def _report(datalist: Path, problems: list[Problem]) -> str:
+def _report(datalist: str | Path, problems: list[Problem]) -> str:
     """Every problem, grouped under the file it concerns; problems of the entries themselves first."""
     groups: dict[str, list[str]] = {}
     for path, text in problems:
@@ -114,6 +114,25 @@ def _report(datalist: Path, problems: list[Problem]) -> str:
     for path, texts in groups.items():
         lines += [f"  {path}", *(f"    - {text}" for text in texts)]
     return "\n".join(lines)
+
+
+def _section_problems(section: str, resolved: list) -> list[Problem]:
+    """Every problem of one section's entries (paths already absolute): keys, files, ids, label files."""
+    wheres = [
+        f"{section}[{i}]" + (f" ({e.get('id', 'no id')})" if isinstance(e, dict) else "")
+        for i, e in enumerate(resolved)
+    ]
+    need_label = section in ("training", "validation")
+    entry_problems = [_entry_problems(e, w, need_label) for e, w in zip(resolved, wheres)]
+    problems = [p for found in entry_problems for p in found]
+    ids = [e.get("id") for e in resolved if isinstance(e, dict)]
+    problems += [
+        (None, f"{section}: id '{i}' appears more than once") for i in sorted({i for i in ids if ids.count(i) > 1})
+    ]
+    labelled = [(e, w) for e, w, found in zip(resolved, wheres, entry_problems) if not found and "label" in e]
+    for entry, where in tqdm(labelled, desc=f"checking {section} labels", unit="case", disable=len(labelled) <= 5):
+        problems += _label_problems(entry, where)
+    return problems
 
 
 def load_cohort(
@@ -150,20 +169,7 @@ def load_cohort(
             shared | {k: str(base / v) if k in IMAGE_KEYS else v for k, v in e.items()} if isinstance(e, dict) else e
             for e in entries
         ]
-        wheres = [
-            f"{section}[{i}]" + (f" ({e.get('id', 'no id')})" if isinstance(e, dict) else "")
-            for i, e in enumerate(resolved)
-        ]
-        need_label = section in ("training", "validation")
-        entry_problems = [_entry_problems(e, w, need_label) for e, w in zip(resolved, wheres)]
-        problems += [p for found in entry_problems for p in found]
-        ids = [e.get("id") for e in resolved if isinstance(e, dict)]
-        problems += [
-            (None, f"{section}: id '{i}' appears more than once") for i in sorted({i for i in ids if ids.count(i) > 1})
-        ]
-        labelled = [(e, w) for e, w, found in zip(resolved, wheres, entry_problems) if not found and "label" in e]
-        for entry, where in tqdm(labelled, desc=f"checking {section} labels", unit="case", disable=len(labelled) <= 5):
-            problems += _label_problems(entry, where)
+        problems += _section_problems(section, resolved)
         cohort[section] = resolved
     if problems:
         raise DatalistError(_report(datalist, problems))
@@ -173,3 +179,57 @@ def load_cohort(
 def load_datalist(datalist: str | Path, section: str, dataset_dir: str | Path | None = None) -> list[dict]:
     """The entries of one section, checked as ``load_cohort`` checks them."""
     return load_cohort(datalist, [section], dataset_dir)[section]
+
+
+def scan_id(path: Path) -> str:
+    """A scan's case id: its file name without ``.nii``/``.nii.gz``, or its DICOM folder's name."""
+    return path.name.removesuffix(".gz").removesuffix(".nii")
+
+
+def scan_cases(
+    image: str | None = None,
+    water: str | None = None,
+    fat: str | None = None,
+    outphase: str | None = None,
+    images: str | None = None,
+) -> list[dict]:
+    """Cases given on the command line instead of a datalist, checked as a datalist's ``testing`` section.
+
+    One scan: ``image`` (the in-phase image: a NIfTI file or a folder holding one DICOM series), with optional
+    ``water``, ``fat`` and ``outphase`` images of the same scan (``water`` and ``fat`` alone do too: the in-phase
+    image is then water + fat); its id is the first file's name, or its folder's for a file named like a datalist
+    key (``sub01/inphase.nii.gz``: ``sub01``). Or ``images``: a folder whose every NIfTI file and
+    every sub-folder of DICOM files is one scan's in-phase image, named after it.
+    """
+    if images is not None:
+        folder = Path(images).absolute()
+        if not folder.is_dir():
+            raise DatalistError(f"--images {folder}: not a folder")
+        scans = [p for p in sorted(folder.iterdir()) if _is_nifti(p) or (p.is_dir() and any(p.iterdir()))]
+        if not scans:
+            raise DatalistError(f"--images {folder}: holds no NIfTI file (.nii, .nii.gz) and no folder of DICOM files")
+        entries, source = [{"id": scan_id(p), "image": str(p)} for p in scans], f"--images {folder}"
+    else:
+        given = {
+            k: str(Path(v).absolute())
+            for k, v in dict(image=image, water=water, fat=fat, outphase=outphase).items()
+            if v
+        }
+        first = Path(given.get("image") or given.get("water") or next(iter(given.values())))
+        # sub01/inphase.nii.gz, sub01/water.nii.gz: the scan is the folder
+        case_id = first.parent.name if scan_id(first) in (*IMAGE_KEYS, "inphase") else scan_id(first)
+        entries, source = [{"id": case_id, **given}], f"--image {first}"
+    problems = _section_problems("testing", entries)
+    if problems:
+        raise DatalistError(_report(source, problems))
+    return entries
+
+
+def load_cases(
+    datalist: str | Path, section: str, dataset_dir: str | Path | None = None, **scans: str | None
+) -> list[dict]:
+    """The cases to run: those of ``scans`` (``scan_cases``'s arguments, from the command line) when any is given,
+    else the entries of ``section`` of the datalist."""
+    if any(scans.values()):
+        return scan_cases(**scans)
+    return load_datalist(datalist, section, dataset_dir)

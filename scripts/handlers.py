@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
 
 from scripts.case_report import write_cohort_csv
 from scripts.distributed import barrier, gather_lists, is_main_process
@@ -101,3 +102,21 @@ class CohortMetricsWriter:
         barrier()
         if is_main_process():
             write_cohort_csv(self.output_dir)
+
+
+class EpochProgressBar(ProgressBar):
+    """Ignite's ``ProgressBar`` counting a training's epochs instead of one epoch's iterations: epochs done of all,
+    time taken and time left, and the last step's loss. (MONAI's engines attach a handler with the engine alone;
+    this one chooses the events.)"""
+
+    def __init__(self, loss_key: str = "loss") -> None:
+        super().__init__(persist=True, desc="epochs")
+        self.loss_key = loss_key
+
+    def attach(self, engine: Engine) -> None:  # type: ignore[override]
+        super().attach(
+            engine,
+            output_transform=lambda output: {"loss": float(output[self.loss_key])},
+            event_name=Events.EPOCH_COMPLETED,
+            closing_event_name=Events.COMPLETED,
+        )

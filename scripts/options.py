@@ -28,6 +28,7 @@ from scripts.errors import InputError
 
 SEP = "#"  # between the parts of an id, as on the command line (MONAI also reads its ID_SEP_KEY, "::")
 
+BOOLEAN = "true or false (also True, False, 1, 0)"
 # Each rule returns what the option accepts when the value does not fit, else None.
 Rule = Callable[[Any], str | None]
 
@@ -36,8 +37,26 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
+# A switch as the command line may give it: Fire passes True/False as booleans, 1/0 as numbers, true/false as text.
+SWITCH_VALUES = {"true": True, "false": False, "1": True, "0": False}
+
+
+def flag(value: Any) -> bool:
+    """A switch option's value as a bool: True, False, 1, 0, "true", "false" (any case), "1", "0"; ``boolean``
+    refuses the rest before any work."""
+    if isinstance(value, (bool, Integral)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in SWITCH_VALUES:
+        return SWITCH_VALUES[value.lower()]
+    raise InputError(f"{value!r} is not a switch value: {BOOLEAN}")
+
+
 def boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "True or False"
+    try:
+        flag(value)
+    except InputError:
+        return BOOLEAN
+    return None
 
 
 def whole(minimum: int) -> Rule:

@@ -22,7 +22,7 @@ from scripts.atomic import write_atomically
 from scripts.case_report import write_case_report
 from scripts.datalist import DatalistError, load_datalist
 from scripts.image_checks import CheckedLoadImaged
-from scripts.model_card import load_weights
+from scripts.model_card import read_model
 from scripts.phantom import make_phantom
 from scripts.transforms import MatchCaseGeometryd
 
@@ -194,7 +194,8 @@ def test_rerun_skips_done_cases_and_refuses_a_different_run(cohort: Path, traine
     assert (out / "sub06" / "sub06_qc.png").is_file()
 
     other = tmp_path / "other.pt"
-    torch.save({k: v + 1 for k, v in load_weights(ckpt).items()}, other)
+    weights, card = read_model(ckpt)
+    torch.save({"model": {k: v + 1 for k, v in weights.items()}, "model_card": card}, other)
     refused = infer(cohort, out, other, check=False)
     assert refused.returncode != 0
     assert "holds the outputs of a different run (differs in: checkpoint, checkpoint_sha256)" in refused.stderr

@@ -67,7 +67,7 @@ def test_run_id_run_is_the_same_as_inference(cohort: Path, trained: Path, tmp_pa
 
 
 def test_run_id_run_trains_like_training(cohort: Path, tmp_path: Path):
-    run_bundle(
+    result = run_bundle(
         "--config_file", "configs/train.yaml",
         "--dataset_dir", str(cohort),
         "--output_dir", str(tmp_path),
@@ -78,6 +78,7 @@ def test_run_id_run_trains_like_training(cohort: Path, tmp_path: Path):
     )  # fmt: skip
     assert (tmp_path / "models" / "model.pt").is_file()
     assert (tmp_path / "last_checkpoint_epoch=1.pt").is_file()
+    assert "epochs: [1/1] 100%" in result.stderr  # the progress bar counts epochs, with the time left
 
 
 def test_lps_and_ras_inputs_give_outputs_aligned_with_their_inputs(cohort: Path, trained: Path, tmp_path: Path):

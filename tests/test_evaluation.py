@@ -124,7 +124,7 @@ def test_only_annotated_muscles_present_in_the_reference_are_scored(phantom: Pha
 
 def evaluate(cohort: Path, trained: Path, output_dir: Path, *extra: str) -> list[dict[str, str]]:
     """The README's evaluation command on the small cohort's validation cases; the rows of its evaluation.csv."""
-    run_bundle(
+    result = run_bundle(
         "evaluating",
         "--config_file", EVALUATE,
         "--dataset_dir", str(cohort),
@@ -134,6 +134,7 @@ def evaluate(cohort: Path, trained: Path, output_dir: Path, *extra: str) -> list
         "--num_workers", "0",
         *extra,
     )  # fmt: skip
+    assert "[2/2] 100%" in result.stderr  # inference's progress bar: cases done of all
     return read_csv(output_dir / "evaluation.csv")
 
 

@@ -14,7 +14,7 @@ from conftest import SPACING_ARG, run_bundle, write_datalist
 
 from scripts import errors
 from scripts.errors import InputError
-from scripts.options import check_options, refuse_unknown_overrides
+from scripts.options import check_options, flag, refuse_unknown_overrides
 from scripts.prepare import read_image
 
 
@@ -91,7 +91,7 @@ def test_the_traceback_is_shown_when_asked_for(cohort: Path, tmp_path: Path):
 def test_bad_option_values_are_named_before_any_work(cohort: Path, tmp_path: Path):
     result = train(
         cohort, tmp_path, "--spacing", "[0,1,2]", "--roi_size", "[7,7]", "--epochs", "-1", "--loss", "foo",
-        "--resume", "false",
+        "--resume", "yes",
     )  # fmt: skip
     assert result.returncode != 0 and "Traceback" not in result.stderr
     lines = result.stderr[result.stderr.index("ERROR: ") :].splitlines()
@@ -102,7 +102,7 @@ def test_bad_option_values_are_named_before_any_work(cohort: Path, tmp_path: Pat
         "  --loss 'foo': expected 'bce' or 'dicece'",
         "  --roi_size [7, 7]: expected null or 3 voxel counts, each a multiple of 16 (the network halves the size 4"
         " times)",
-        "  --resume 'false': expected True or False",
+        "  --resume 'yes': expected true or false (also True, False, 1, 0)",
     ]
     assert not (tmp_path / "run").exists()
 
@@ -113,17 +113,20 @@ def test_inference_options_are_checked_too(cohort: Path, tmp_path: Path):
         "--config_file", "configs/inference.yaml",
         "--dataset_dir", str(cohort),
         "--output_dir", str(tmp_path / "out"),
-        "--overwrite", "false",
+        "--overwrite", "maybe",
         "--noise_floor", "2",
         check=False,
     )  # fmt: skip
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "  --overwrite 'false': expected True or False" in result.stderr
+    assert "  --overwrite 'maybe': expected true or false (also True, False, 1, 0)" in result.stderr
     assert "  --noise_floor 2: expected a number from 0 to 1" in result.stderr
 
 
 def test_check_options_accepts_good_values():
     check_options({"spacing": [3.75, 3.75, 7.8], "roi_size": None, "epochs": 3, "loss": "bce", "resume": False})
+    for value, expected in ((True, True), ("true", True), ("False", False), ("FALSE", False), (1, True), (0, False)):
+        check_options({"resume": value, "flip_tta": value, "overwrite": value, "largest_component": value})
+        assert flag(value) is expected
     check_options({"roi_size": [96, 96, 48], "partial_fraction": 0.3, "learning_rate": 1e-4})
 
 
