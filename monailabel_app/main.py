@@ -54,8 +54,8 @@ def refresh_bundle_copy(source: str, copy: str) -> str:
 
 
 def read_bundle(path: str, config_files: Sequence[str], **settings: Any) -> ConfigParser:
-    """The bundle's configs merged in order, with ``metadata.json`` as ``_meta_`` (the training voxel size is read
-    from there), rooted at ``path``, with ``settings`` (config keys) set; MONAI Label's own reader leaves ``_meta_``
+    """The bundle's configs merged in order, with ``metadata.json`` as ``_meta_`` (the label names are read from
+    there), rooted at ``path``, with ``settings`` (config keys) set; MONAI Label's own reader leaves ``_meta_``
     out."""
     parser = ConfigParser()
     parser.read_config([os.path.join(path, "configs", name) for name in config_files])

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import REPO, SPACING_ARG, infer, read_csv, run_bundle, write_datalist, write_dicom_series
+from conftest import REPO, SMALL_SPACING, SPACING_ARG, infer, read_csv, run_bundle, write_datalist, write_dicom_series
 
 from scripts.atomic import write_atomically
 from scripts.case_report import write_case_report
 from scripts.datalist import DatalistError, load_datalist
 from scripts.image_checks import CheckedLoadImaged
-from scripts.model_card import read_model
+from scripts.model_card import ModelCard, read_model
 from scripts.phantom import make_phantom
 from scripts.transforms import MatchCaseGeometryd
 
@@ -206,10 +206,18 @@ def test_rerun_skips_done_cases_and_refuses_a_different_run(cohort: Path, traine
 def test_checkpoint_of_another_network_names_the_keys(cohort: Path, tmp_path: Path):
     from monai.networks.nets import UNet
 
-    torch.save(UNet(3, 1, 9, (8, 16, 32, 64, 128), (2, 2, 2, 2), num_res_units=2).state_dict(), tmp_path / "small.pt")
-    result = infer(cohort, tmp_path / "out", tmp_path / "small.pt", check=False)
+    small = UNet(3, 1, 9, (8, 16, 32, 64, 128), (2, 2, 2, 2), num_res_units=2)
+    torch.save(small.state_dict(), tmp_path / "small.pt")  # a bare state dict: nothing says what it is
+    result = infer(cohort, tmp_path / "out", tmp_path / "small.pt", "--spacing", SPACING_ARG, check=False)
     assert result.returncode != 0
     assert "size mismatch for model.0.conv.unit0.conv.weight" in result.stderr
+    # With its model card, it is refused before any work, naming both networks.
+    torch.save(
+        {"model": small.state_dict(), "model_card": ModelCard(SMALL_SPACING, small).state_dict()}, tmp_path / "c.pt"
+    )
+    result = infer(cohort, tmp_path / "out", tmp_path / "c.pt", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "their network is {" in result.stderr and "'channels': [8, 16, 32, 64, 128]" in result.stderr
 
 
 def test_checkpoint_needing_arbitrary_unpickling_is_refused(cohort: Path, tmp_path: Path):

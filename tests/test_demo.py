@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -37,11 +38,37 @@ def test_the_shipped_weights_carry_the_voxel_size_labels_and_network_of_metadata
     assert card["network"] == describe_network(network.get_parsed_content("n"))
 
 
-def test_no_argument_inference_segments_the_sample(tmp_path: Path):
-    """The README's first command, run as written in a copy of the bundle: every muscle found on the sample."""
+def readme_first_screen() -> list[str]:
+    """The commands of the README's first code block: set-up, sample, one scan, tests."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("```bash\n", 1)[1].split("```", 1)[0]
+    return block.strip().splitlines()
+
+
+def test_readme_first_screen_is_set_up_sample_one_scan_and_tests():
+    install, sample, one_scan, test = readme_first_screen()
+    assert install == "pip install -r requirements-dev.txt" and test == "pytest"
+    assert sample.startswith("python -m monai.bundle run inference") and "--image" in one_scan
+    runtime = (REPO / "requirements.txt").read_text(encoding="utf-8")
+    dev = (REPO / "requirements-dev.txt").read_text(encoding="utf-8").splitlines()
+    assert "-r requirements.txt" in dev
+    for tool in ("pytest", "onnx", "black"):  # test and export tools stay out of a user's install
+        assert not any(line.startswith(tool) for line in runtime.splitlines())
+        assert any(line.startswith(tool) for line in dev)
+
+
+def test_readme_sample_and_one_scan_commands_run_as_written(tmp_path: Path):
+    """The README's sample and one-scan commands, run as written in a copy of the bundle: every muscle found on the
+    sample, and the one-scan run writes the same segmentation."""
     for part in ("configs", "scripts", "models", "sample"):
         shutil.copytree(REPO / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
-    run_module("monai.bundle", "run", "inference", "--config_file", "configs/inference.yaml", cwd=tmp_path)
+    _, sample, one_scan, _ = readme_first_screen()
+    for command in (sample, one_scan):
+        words = shlex.split(command)
+        assert words[:2] == ["python", "-m"]
+        run_module(words[2], *words[3:], cwd=tmp_path)
+    one = nib.load(tmp_path / "my_scan" / "sub01" / "sub01_seg.nii.gz").get_fdata()
+    np.testing.assert_array_equal(one, nib.load(tmp_path / "output" / "sub01" / "sub01_seg.nii.gz").get_fdata())
 
     case = tmp_path / "output" / "sub01"
     seg, image = nib.load(case / "sub01_seg.nii.gz"), nib.load(REPO / "sample" / "sub01" / "inphase.nii.gz")
