@@ -13,8 +13,14 @@ def is_partial(entry: dict) -> bool:
     return entry.get("annotated") is not None
 
 
-def mixed_sampler(entries: Sequence[dict], partial_fraction: float | None, distributed: bool = False) -> Sampler | None:
-    """A sampler drawing ``partial_fraction`` of each epoch's steps from partially labelled entries.
+def mixed_sampler(
+    entries: Sequence[dict],
+    partial_fraction: float | None,
+    partial_ids: Sequence[str] | None = None,
+    distributed: bool = False,
+) -> Sampler | None:
+    """A sampler drawing ``partial_fraction`` of each epoch's steps from partially labelled entries, or from the
+    entries whose ``id`` is in ``partial_ids`` where given (the real scans, when phantoms are partial too).
 
     ``None`` (or a datalist with only one kind of entry) means plain shuffling, each case
     once per epoch: no sampler in one process (the loader shuffles), MONAI's
@@ -23,7 +29,7 @@ def mixed_sampler(entries: Sequence[dict], partial_fraction: float | None, distr
     entries, partially labelled ones with total probability ``partial_fraction``
     (``DistributedWeightedRandomSampler`` across ranks).
     """
-    partial = [is_partial(e) for e in entries]
+    partial = [is_partial(e) if partial_ids is None else e.get("id") in partial_ids for e in entries]
     n_partial = sum(partial)
     if partial_fraction is None or n_partial in (0, len(entries)):
         return DistributedSampler(entries, shuffle=True) if distributed else None
