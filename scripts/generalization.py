@@ -8,7 +8,10 @@ evaluation (``configs/evaluate.yaml``, Dice on each scan's own grid):
   |water - fat|, and in-phase remapped through a fixed non-monotone curve (muscle bright, marrow mid-grey, fat
   dark: a contrast no Dixon image has); only ES+M is scored, it is all that is drawn;
 - phantoms of a seed, field of view and slice thickness that no training used (``--phantom_seed``,
-  ``--phantom_shape``, ``--phantom_spacing``), all eight muscles scored.
+  ``--phantom_shape``, ``--phantom_spacing``), all eight muscles scored;
+- anatomy phantoms built around real muscle label maps kept out of training (``--heldout_maps``, default
+  ``lumbar_a`` of ../shared/data/anatomy; same seed and grid as the phantoms above), the muscles each map holds
+  scored (no iliacus in the 8-label maps).
 
 Writes to ``--output_dir``: the test set (``data/``), one evaluation per model and option (``eval/``),
 ``generalization.csv`` (one row per model, option, test scan and muscle) and ``generalization.md`` (one row per
@@ -16,6 +19,7 @@ model and option), which it also prints.
 
     python -m scripts.generalization --model shipped models/model.pt [--model NAME CKPT ...]
         [--options none largest flip largest+flip] [--spacing 3.75 3.75 7.8] [--output_dir generalization]
+        [--heldout_maps MAP ...]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from scripts.phantom import make_phantom, write_phantom
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "TUM02"
 REAL_LABEL = "label_es_mf.nii.gz"
+HELDOUT_MAPS = (BUNDLE_ROOT.parent / "shared" / "data" / "anatomy" / "lumbar_a.nii.gz",)
 # TUM02's label_map and annotated muscles, as the robust training recipe declares them.
 REAL_CASE = ConfigParser.load_config_file(BUNDLE_ROOT / "configs" / "robust_train.yaml")["real_case"]
 CONTRASTS = ("inphase", "water", "fat", "opposed", "remapped")
@@ -72,6 +77,7 @@ def build_test_set(
     phantom_shape: Sequence[int],
     phantom_spacing: Sequence[float],
     n_phantoms: int,
+    heldout_maps: Sequence[Path] = (),
 ) -> Path:
     """Write the test images and a datalist whose ``validation`` section lists them all; returns the datalist."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -93,11 +99,17 @@ def build_test_set(
                     "annotated": REAL_CASE["annotated"],
                 }
             )
-    for i in range(1, n_phantoms + 1):
-        case_id = f"phantom{i:02d}"
-        write_phantom(make_phantom(phantom_shape, phantom_spacing, seed=phantom_seed * 1000 + i), data_dir / case_id)
+    cases = [(f"phantom{i:02d}", None, i) for i in range(1, n_phantoms + 1)]
+    cases += [
+        (f"map_{Path(m).name.split('.')[0]}_{i:02d}", m, i) for m in heldout_maps for i in range(1, n_phantoms + 1)
+    ]
+    for case_id, anatomy, i in cases:
+        phantom = make_phantom(phantom_shape, phantom_spacing, seed=phantom_seed * 1000 + i, anatomy=anatomy)
+        write_phantom(phantom, data_dir / case_id)
         entries.append({"id": case_id, **{k: f"{case_id}/{k}.nii.gz" for k in ("water", "fat", "label")}})
         entries[-1]["image"] = f"{case_id}/inphase.nii.gz"
+        if anatomy is not None:
+            entries[-1]["annotated"] = phantom.truth["annotated"]
     datalist = data_dir / "datalist.json"
     datalist.write_text(json.dumps({"validation": entries}, indent=2), encoding="utf-8")
     return datalist
@@ -152,13 +164,14 @@ def summary_row(rows: Sequence[dict]) -> dict[str, str]:
         cells[contrast] = " / ".join(f"{p['dice']:.2f}" for p in pair) if all(pair) else "–"
     pair = [by_key.get(("real_inphase", side)) for side in (left, right)]
     cells["inphase FF error (pp)"] = " / ".join(f"{p['ff_diff_pp']:+.1f}" for p in pair) if all(pair) else "–"
-    phantom_rows = [r for r in rows if r["id"].startswith("phantom")]
-    for group, labels in GROUPS.items():
-        names = {ABBREVIATIONS[m] for m in labels}
-        values = [r["dice"] for r in phantom_rows if r["muscle"] in names]
-        cells[f"phantoms {group}"] = f"{np.mean(values):.2f}" if values else "–"
-    values = [r["dice"] for r in phantom_rows]
-    cells["phantoms min"] = f"{np.min(values):.2f}" if values else "–"
+    for prefix, column in (("phantom", "phantoms"), ("map_", "held-out map")):
+        phantom_rows = [r for r in rows if r["id"].startswith(prefix)]
+        for group, labels in GROUPS.items():
+            names = {ABBREVIATIONS[m] for m in labels}
+            values = [r["dice"] for r in phantom_rows if r["muscle"] in names]
+            cells[f"{column} {group}"] = f"{np.mean(values):.2f}" if values else "–"
+        values = [r["dice"] for r in phantom_rows]
+        cells[f"{column} min"] = f"{np.min(values):.2f}" if values else "–"
     return cells
 
 
@@ -180,10 +193,11 @@ def run(
     phantom_shape: Sequence[int],
     phantom_spacing: Sequence[float],
     n_phantoms: int,
+    heldout_maps: Sequence[Path] = (),
 ) -> str:
     """Build the test set, evaluate every model with every option, write the CSV and table; returns the table."""
     data_dir = output_dir / "data"
-    build_test_set(data_dir, real_dir, phantom_seed, phantom_shape, phantom_spacing, n_phantoms)
+    build_test_set(data_dir, real_dir, phantom_seed, phantom_shape, phantom_spacing, n_phantoms, heldout_maps)
     long_rows, table = [], {}
     runs = [(name, ckpt, option) for name, ckpt in models for option in options]
     for name, ckpt, option in tqdm(runs, desc="evaluations", unit="run"):
@@ -211,7 +225,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--phantom_seed", type=int, default=99)
     parser.add_argument("--phantom_shape", type=int, nargs=3, default=(104, 72, 50), metavar=("X", "Y", "Z"))
     parser.add_argument("--phantom_spacing", type=float, nargs=3, default=(3.5, 4.2, 5.0), metavar=("X", "Y", "Z"))
-    parser.add_argument("--n_phantoms", type=int, default=4)
+    parser.add_argument("--n_phantoms", type=int, default=4, help="phantoms, and phantoms per held-out map")
+    parser.add_argument(
+        "--heldout_maps", type=Path, nargs="*", default=[m for m in HELDOUT_MAPS if m.is_file()],
+        help="anatomy maps no training used (default: lumbar_a, where ../shared is)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     for name, ckpt in args.model:
         if not Path(ckpt).is_file():
@@ -231,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         run(
             models, args.options, args.output_dir, args.spacing, real_dir,
-            args.phantom_seed, args.phantom_shape, args.phantom_spacing, args.n_phantoms,
+            args.phantom_seed, args.phantom_shape, args.phantom_spacing, args.n_phantoms, args.heldout_maps,
         )  # fmt: skip
     )
 

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 from conftest import SMALL_SHAPE, SMALL_SPACING, read_csv, run_module
 
-from scripts.generalization import CONTRASTS, real_contrasts
+from scripts.generalization import CONTRASTS, real_contrasts, summary_row
 from scripts.phantom import make_phantom
 
 
@@ -47,6 +47,7 @@ def test_generalization_scores_every_model_and_option(trained: Path, tmp_path: P
         "--n_phantoms", "1",
         "--phantom_shape", "80", "64", "30",
         "--phantom_spacing", "4.5", "4.5", "9.0",
+        "--heldout_maps",
     )  # fmt: skip
     table = (out / "generalization.md").read_text(encoding="utf-8")
     assert "| tiny / none |" in table and "| tiny / largest |" in table and table in result.stdout
@@ -58,3 +59,15 @@ def test_generalization_scores_every_model_and_option(trained: Path, tmp_path: P
     assert len(phantom_rows) == 2 * 8
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
     assert nib.load(out / "data" / "phantom01" / "label.nii.gz").shape == (80, 64, 30)
+
+
+def test_held_out_map_phantoms_have_columns_of_their_own():
+    rows = [
+        {"id": "phantom01", "muscle": "LP", "dice": 0.9, "ff_diff_pp": 0.0},
+        {"id": "map_lumbar_a_01", "muscle": "LP", "dice": 0.4, "ff_diff_pp": 0.0},
+        {"id": "map_lumbar_a_01", "muscle": "RQL", "dice": 0.2, "ff_diff_pp": 0.0},
+    ]
+    cells = summary_row(rows)
+    assert cells["phantoms P"] == "0.90" and cells["held-out map P"] == "0.40"
+    assert cells["held-out map QL"] == "0.20" and cells["held-out map min"] == "0.20"
+    assert cells["held-out map I"] == "–"

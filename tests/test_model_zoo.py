@@ -129,7 +129,11 @@ README_ORDER = [
 # Columns of docs/README.md's Dice tables, in label order 1-8, and the rows of the shipped weights' table that
 # eval_metrics holds, by the prefix of their keys.
 MUSCLE_COLUMNS = ["LP", "LI", "LQL", "LES+M", "RP", "RI", "RQL", "RES+M"]
-EVAL_ROWS = {"validation phantoms, median": "validation_phantoms_median_dice", "TUM02": "tum02_trained_on_dice"}
+EVAL_ROWS = {
+    "validation phantoms, median": "validation_phantoms_median_dice",
+    "validation anatomy phantoms, median": "validation_anatomy_phantoms_median_dice",
+    "TUM02": "tum02_trained_on_dice",
+}
 BALERDI_CITED = re.compile(r"doi:10\.|[Yy]ear, journal and DOI: not available")
 
 
