@@ -37,7 +37,7 @@ from scipy.stats import spearmanr
 
 from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.confidence import muscle_confidence
-from scripts.generalization import REAL_DIR, REAL_LABEL, build_test_set
+from scripts.generalization import REAL_DIR, REAL_LABEL, build_test_set, markdown
 from scripts.labels import ABBREVIATIONS, MUSCLES
 from scripts.phantom import make_phantom, write_phantom
 from scripts.tissue_contrast import RandTissueContrastd
@@ -162,13 +162,6 @@ def summary(rows: Sequence[dict]) -> dict[str, str]:
     return cells
 
 
-def markdown(table: dict[str, dict[str, str]]) -> str:
-    columns = list(next(iter(table.values())))
-    lines = ["| test set | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
-    lines += [f"| {name} | " + " | ".join(cells[c] for c in columns) + " |" for name, cells in table.items()]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.confidence_calibration", description=__doc__.split("\n\n")[0]
@@ -192,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = {"all": summary(rows)}
     for group in dict.fromkeys(r["group"] for r in rows):
         table[group] = summary([r for r in rows if r["group"] == group])
-    text = markdown(table)
+    text = markdown(table, "test set")
     write_atomically(args.output_dir / "calibration.md", lambda path: path.write_text(text, encoding="utf-8"))
     print(text)
 

@@ -175,10 +175,10 @@ def summary_row(rows: Sequence[dict]) -> dict[str, str]:
     return cells
 
 
-def markdown(table: dict[str, dict[str, str]]) -> str:
-    """One row per ``model / option``; columns in the order of ``summary_row``."""
+def markdown(table: dict[str, dict[str, str]], first_column: str = "model / option") -> str:
+    """One row per key of ``table`` (headed ``first_column``); the other columns in the order of its cells."""
     columns = list(next(iter(table.values())))
-    lines = ["| model / option | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    lines = [f"| {first_column} | " + " | ".join(columns) + " |", "| --- |" + " ---: |" * len(columns)]
     lines += [f"| {name} | " + " | ".join(cells[c] for c in columns) + " |" for name, cells in table.items()]
     return "\n".join(lines) + "\n"
 

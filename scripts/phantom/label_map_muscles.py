@@ -34,7 +34,7 @@ from scripts.phantom.body import (
     paint_vessels,
     spine_geometry,
 )
-from scripts.phantom.procedural_muscles import paint_gluteus
+from scripts.phantom.procedural_muscles import T12_L1_Z, paint_gluteus
 from scripts.phantom.shapes import Frame, subject_frame, world_axes
 from scripts.phantom.subject import Subject
 from scripts.phantom.tissues import LABEL_OF_TISSUE, SIDES, Tissue, TissueMap
@@ -121,11 +121,12 @@ def _rotation(angles: Sequence[float]) -> np.ndarray:
     return about_z @ about_y @ about_x
 
 
-def _world_centroid(label_map: LabelMap, tissues: Sequence[int]) -> np.ndarray | None:
-    ijk = np.argwhere(np.isin(label_map.tissue, tissues))
+def _world_centroid(tissue: np.ndarray, affine: np.ndarray, tissues: Sequence[int]) -> np.ndarray | None:
+    """World position (mm) of the centre of the voxels holding any of ``tissues``; None where there are none."""
+    ijk = np.argwhere(np.isin(tissue, tissues))
     if ijk.size == 0:
         return None
-    return label_map.affine[:3, :3] @ ijk.mean(axis=0) + label_map.affine[:3, 3]
+    return affine[:3, :3] @ ijk.mean(axis=0) + affine[:3, 3]
 
 
 def draw_placement(label_map: LabelMap, rng: np.random.Generator) -> Placement:
@@ -134,8 +135,8 @@ def draw_placement(label_map: LabelMap, rng: np.random.Generator) -> Placement:
     spine; rotate by up to 8 degrees about the S-I axis and 4 about the others, scale by 0.85-1.15 in-plane
     (0.95-1.05 more per axis) and 0.9-1.1 along the spine, and bend by a smooth field of about 4 mm."""
     muscles = [int(t) for t in LABELLED]
-    anchor = _world_centroid(label_map, muscles)
-    psoas = _world_centroid(label_map, [side.psoas for side in SIDES])
+    anchor = _world_centroid(label_map.tissue, label_map.affine, muscles)
+    psoas = _world_centroid(label_map.tissue, label_map.affine, [side.psoas for side in SIDES])
     if anchor is None:
         raise ValueError(f"{label_map.name}: no muscle of the bundle's label map in it")
     target = np.array([0.0, -38.0, 0.0])
@@ -207,14 +208,10 @@ class Geometry:
     top_z: float
 
 
-def _lowest_z(placed: np.ndarray, tissues: Sequence[int], z: np.ndarray) -> float | None:
+def _z_extent(placed: np.ndarray, tissues: Sequence[int], z: np.ndarray) -> tuple[float, float] | None:
+    """Height (mm) of the lowest and the highest slice holding any of ``tissues``; None where none does."""
     slices = np.flatnonzero(np.isin(placed, tissues).any(axis=(0, 1)))
-    return float(z[slices].min()) if slices.size else None
-
-
-def _highest_z(placed: np.ndarray, tissues: Sequence[int], z: np.ndarray) -> float | None:
-    slices = np.flatnonzero(np.isin(placed, tissues).any(axis=(0, 1)))
-    return float(z[slices].max()) if slices.size else None
+    return (float(z[slices[0]]), float(z[slices[-1]])) if slices.size else None
 
 
 def measure_geometry(placed: np.ndarray, affine: np.ndarray, subject: Subject) -> Geometry:
@@ -228,32 +225,22 @@ def measure_geometry(placed: np.ndarray, affine: np.ndarray, subject: Subject) -
     - Trunk: the back 4 mm behind the muscles, the flanks 25-60 mm (times body size) beyond the outermost muscle.
     - Kidneys: in front of and lateral to the upper quadratus lumborum, about L1/L2.
     """
-    x, y, z = world_axes(placed.shape, affine)
-    ijk_world = [x[:, None, None], y[None, :, None]]
-    sides = []
-    for side in SIDES:
-        mask = np.isin(placed, (side.erector, side.multifidus))
-        sides.append(
-            (float(np.broadcast_to(ijk_world[0], mask.shape)[mask].mean()), float(
-                np.broadcast_to(ijk_world[1], mask.shape)[mask].mean()))
-            if mask.any() else None
-        )  # fmt: skip
-    if all(sides):
-        (lx, ly), (rx, ry) = sides
-        rotation, midline = math.atan2(ry - ly, rx - lx), (lx + rx) / 2
+    z = world_axes(placed.shape, affine)[2]
+    left, right = (_world_centroid(placed, affine, (side.erector, side.multifidus)) for side in SIDES)
+    if left is not None and right is not None:
+        rotation, midline = math.atan2(right[1] - left[1], right[0] - left[0]), float(left[0] + right[0]) / 2
     else:
-        muscle = np.isin(placed, LABELLED)
-        rotation, midline = 0.0, float(np.broadcast_to(ijk_world[0], muscle.shape)[muscle].mean())
+        rotation, midline = 0.0, float(_world_centroid(placed, affine, LABELLED)[0])
 
-    crest_z = _lowest_z(placed, [s.quadratus for s in SIDES], z)
     crest_level = subject.crest_level
-    if crest_z is None:
-        crest_z = _highest_z(placed, [ILIUM_ID, *(s.iliacus for s in SIDES)], z)
-    if crest_z is not None:
+    quadratus = _z_extent(placed, [s.quadratus for s in SIDES], z)
+    wing = _z_extent(placed, [ILIUM_ID, *(s.iliacus for s in SIDES)], z)
+    if quadratus is not None or wing is not None:
+        crest_z = quadratus[0] if quadratus is not None else wing[1]
         top_z = crest_z + crest_level * subject.pitch
     else:
-        psoas_top = _highest_z(placed, [s.psoas for s in SIDES], z)
-        top_z = psoas_top if psoas_top is not None else 115.0
+        psoas = _z_extent(placed, [s.psoas for s in SIDES], z)
+        top_z = psoas[1] if psoas is not None else T12_L1_Z
     frame = subject_frame(placed.shape, affine, (midline, 0.0, 0.0), rotation, top_z, subject.pitch)
 
     u, v = np.broadcast_to(frame.u, placed.shape), np.broadcast_to(frame.v, placed.shape)
@@ -326,12 +313,9 @@ def paint_from_label_map(
     if confusers:
         paint_kidneys(tissues, frame, geometry.kidneys)
         paint_vessels(tissues, frame, spine)
-    sacrum_top = _highest_z(placed, [SACRUM_ID], world_axes(shape, affine)[2])
-    lumbar = (
-        slice(None)
-        if sacrum_top is None
-        else slice(int(np.searchsorted(world_axes(shape, affine)[2], sacrum_top)), None)
-    )
+    z = world_axes(shape, affine)[2]
+    sacrum = _z_extent(placed, [SACRUM_ID], z)
+    lumbar = slice(None) if sacrum is None else slice(int(np.searchsorted(z, sacrum[1])), None)
     paint_spine(tissues, frame, spine, lumbar)
     if not np.any(placed == ILIUM_ID):
         for side in SIDES:
