@@ -135,10 +135,12 @@ def paint_body(
     # Fat more likely towards the back (retroperitoneum), bowel towards the front.
     fatty = smooth_texture(frame, rng) > ((frame.v - spine.y.astype(np.float32)) / 120.0)
     bowel = inside & ~fatty
+    # About 5 % of the bowel each fluid and gas: much more bright fluid and the brightest tissue of the scan is no
+    # longer subcutaneous fat, which the fat/water swap check (muscle_metrics) and real abdomens rely on.
     contents = smooth_texture(frame, rng, scale=0.5)
     tissues.fill(everywhere, bowel, Tissue.BOWEL)
-    tissues.fill(everywhere, bowel & (contents > 0.6), Tissue.BOWEL_FLUID)
-    tissues.fill(everywhere, bowel & (contents < -0.9), Tissue.BOWEL_GAS)
+    tissues.fill(everywhere, bowel & (contents > 1.6), Tissue.BOWEL_FLUID)
+    tissues.fill(everywhere, bowel & (contents < -1.6), Tissue.BOWEL_GAS)
     lateral = frame.v > (spine.y - 40.0).astype(np.float32)  # the obliques end at the thoracolumbar fascia
     tissues.fill(everywhere, inside & (wall.distance(frame)[1] > 1) & lateral, Tissue.OTHER_MUSCLE)
     return body
