@@ -11,8 +11,9 @@ subject's images and its label are moved by that one transform onto the same gri
 
 ``OUT`` then holds ``<subject>/inphase.nii.gz`` (float32), ``water``/``fat``/``outphase`` where
 given (float32) and ``label`` where given (uint8), ``registration.csv`` (one row per subject: status,
-final metric, pose found, seconds, reason of a failure) and ``datalist.json``: labelled subjects
-split at random (``seed``) into training and validation, the others under testing.
+final metric, pose found, overlap of tissue classes and labels with the reference's before and after
+registration, seconds, reason of a failure) and ``datalist.json``: the subjects that did not fail,
+labelled ones split at random (``seed``) into training and validation, the others under testing.
 
 Resuming: each file is written whole or not at all, and a subject counts as done when all its
 outputs exist; a rerun does only the others and keeps the done subjects' rows of registration.csv.
@@ -42,7 +43,7 @@ from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.errors import InputError
 from scripts.geometry import Grid
 from scripts.image_checks import dicom_folder_problem, nifti_voxel_problem, sitk_image_problem
-from scripts.registration import Pose, RigidRegistration, resample, target_grid
+from scripts.registration import Pose, RegistrationCheck, RigidRegistration, resample, target_grid
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ CSV_COLUMNS = (
     "translation_x_mm",
     "translation_y_mm",
     "translation_z_mm",
+    "tissue_dice_before",
+    "tissue_dice_after",
+    "label_dice_before",
+    "label_dice_after",
     "seconds",
     "reason",
 )
@@ -168,8 +173,9 @@ class SubjectPreparation:
 
     The reference subject is only resampled, with no motion, onto the target grid; every other subject is
     registered to the reference's prepared in-phase image, which also gives the grid. A subject fails,
-    with nothing written, when it cannot be read or registered or when its final metric is above
-    ``metric_threshold``. Returns its registration.csv row.
+    with nothing written, when it cannot be read or registered, when its final metric is above
+    ``metric_threshold``, or when ``check`` finds the pose impossible (too large a rotation or shift, or tissues
+    or labels that overlap less than with no registration). Returns its registration.csv row.
     """
 
     raw_dir: Path
@@ -178,12 +184,20 @@ class SubjectPreparation:
     spacing: Sequence[float] = DEFAULT_SPACING
     registration: RigidRegistration = field(default_factory=RigidRegistration)
     metric_threshold: float = -0.05
+    check: RegistrationCheck = field(default_factory=RegistrationCheck)
 
     def output(self, subject: str, name: str) -> Path:
         return self.dataset_dir / subject / f"{name}.nii.gz"
 
     def is_complete(self, subject: str) -> bool:
         return all(self.output(subject, name).is_file() for name in output_names(self.raw_dir / subject))
+
+    def labels(self, images: dict[str, sitk.Image]) -> dict[str, sitk.Image]:
+        """The prepared reference's label and this subject's, for ``check``, when both exist."""
+        reference_label = self.output(self.reference, "label")
+        if "label" not in images or not reference_label.is_file():
+            return {}
+        return {"fixed_label": sitk.ReadImage(str(reference_label)), "moving_label": images["label"]}
 
     def __call__(self, subject: str) -> dict:
         start = time.perf_counter()
@@ -197,8 +211,15 @@ class SubjectPreparation:
                 transform, metric = self.registration(grid, images["inphase"])
                 row["metric"] = round(metric, 4)
             row.update(pose_columns(Pose.of(transform)))
-            if metric is not None and not metric <= self.metric_threshold:  # a NaN metric fails too
-                row.update(status=FAILED, reason=f"final metric {metric:.4f} is above {self.metric_threshold}")
+            reasons = []
+            if metric is not None:
+                checked = self.check(grid, images["inphase"], transform, **self.labels(images))
+                row.update({key: round(value, 4) for key, value in checked.items() if key != "reason"})
+                if not metric <= self.metric_threshold:  # a NaN metric fails too
+                    reasons.append(f"final metric {metric:.4f} is above {self.metric_threshold}")
+                reasons += [checked["reason"]] if checked["reason"] else []
+            if reasons:
+                row.update(status=FAILED, reason="; ".join(reasons))
             else:
                 for name, image in images.items():
                     moved = resample(image, grid, transform, is_label=name == "label")
@@ -264,6 +285,7 @@ def prepare_cohort(
     spacing: Sequence[float] = DEFAULT_SPACING,
     registration: RigidRegistration | None = None,
     metric_threshold: float = -0.05,
+    check: RegistrationCheck | None = None,
     num_workers: int = 2,
     seed: int = 0,
     validation_fraction: float = 0.3,
@@ -284,7 +306,13 @@ def prepare_cohort(
         raise PrepareError(f"reference {reference!r} is not a subject folder of {raw_dir}")
     check_grid_settings(dataset_dir, reference, spacing)
     prepare = SubjectPreparation(
-        raw_dir, dataset_dir, reference, tuple(spacing), registration or RigidRegistration(seed=seed), metric_threshold
+        raw_dir,
+        dataset_dir,
+        reference,
+        tuple(spacing),
+        registration or RigidRegistration(seed=seed),
+        metric_threshold,
+        check or RegistrationCheck(),
     )
     log = dataset_dir / "registration.csv"
     previous = read_log(log)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
+import os
 import shutil
 from pathlib import Path
 
@@ -20,7 +20,15 @@ from scripts.datalist import load_datalist
 from scripts.labels import ABBREVIATIONS, MUSCLES, NUM_CLASSES
 from scripts.phantom import make_phantom, write_phantom
 from scripts.prepare import PrepareError, prepare_cohort
-from scripts.registration import LPS_TO_RAS, Pose, RigidRegistration, resample, target_grid
+from scripts.registration import (
+    Pose,
+    RegistrationCheck,
+    RigidRegistration,
+    field_of_view_centre,
+    resample,
+    target_grid,
+)
+from scripts.registration_benchmark import COPY_MOTIONS, score, write_cohort
 
 # The published field of view at 2.5x the published voxel size: fine enough to measure 0.5° and 1 mm.
 FINE_SHAPE, FINE_SPACING = (160, 128, 64), (2.34375, 2.34375, 4.41796875)
@@ -48,13 +56,11 @@ def muscle_dice(label: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 def rigid_motion(degrees: float, shift_mm: tuple[float, float, float]) -> sitk.Euler3DTransform:
     """A subject's motion about world (0, 0, 0), the phantoms' centre: ``degrees`` about S-I, then ``shift_mm`` (RAS).
 
-    SimpleITK works in LPS: the shift flips sign in x and y, the angle about S-I does not. The moved scan at a point
-    y shows the anatomy that was at motion^-1(y), and sitk.Resample pulls values through the transform it is given,
-    so a scan is moved by resampling it with ``motion.GetInverse()``. Registration returns the transform from
-    reference points to subject points: the motion itself.
+    The moved scan at a point y shows the anatomy that was at motion^-1(y), and sitk.Resample pulls values through
+    the transform it is given, so a scan is moved by resampling it with ``motion.GetInverse()``. Registration
+    returns the transform from reference points to subject points: the motion itself.
     """
-    shift_lps = (np.array(shift_mm) * LPS_TO_RAS).tolist()
-    return sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.0, 0.0, math.radians(degrees), shift_lps)
+    return Pose((0.0, 0.0, degrees), shift_mm).transform((0.0, 0.0, 0.0))
 
 
 def test_target_grid_halves_the_published_reference_in_plane():
@@ -253,3 +259,119 @@ def test_real_scan_with_disagreeing_headers_keeps_labels_on_their_muscles(tmp_pa
     for value in (1, 2, 3, 4):  # 14.5-15.6 % on the original grid: water, fat and label still overlap
         inside = labels == value
         assert 0.13 < np.mean(fat[inside] / (water[inside] + fat[inside])) < 0.18
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``scripts.registration_benchmark``'s cohort at the small grid: the reference sub01, five phantoms of body sizes
+    0.81-1.24 (the reference 1.00) moved by up to 7 degrees and 3 mm (sub02-sub06), and three copies of the reference
+    moved by known transforms (copy1-copy3); ``raw/`` as prepare reads it, ``truth/`` the labels."""
+    out = tmp_path_factory.mktemp("cohort")
+    write_cohort(out, SMALL_SHAPE, SMALL_SPACING)
+    return out
+
+
+def test_copies_come_back_and_no_subject_is_accepted_whose_muscles_overlap_less(cohort: Path):
+    prepare_cohort(cohort / "raw", cohort / "data", "sub01", SMALL_SPACING, RigidRegistration(SAMPLING))
+
+    rows = {row["subject"]: row for row in score(cohort, "data")}
+    print(
+        "\n" + "\n".join(f"{s}: {r['dice_before']:.3f} -> {r['dice_after']:.3f} {r['pose']}" for s, r in rows.items())
+    )
+    for subject, truth in COPY_MOTIONS.items():
+        assert rows[subject]["status"] == "registered"
+        np.testing.assert_allclose(rows[subject]["pose"].angles_deg, truth.angles_deg, atol=1.0)
+        assert np.linalg.norm(np.subtract(rows[subject]["pose"].translation_mm, truth.translation_mm)) <= 2.0
+    for subject, row in rows.items():
+        assert row["status"] in ("reference", "registered"), (subject, row["reason"])
+        assert row["dice_after"] >= row["dice_before"], (subject, row["dice_before"], row["dice_after"])
+
+
+def test_correlation_on_unlabelled_scans_fails_the_subjects_it_misregisters(cohort: Path, tmp_path: Path):
+    """The published method's metric moves the muscles of most subjects of other body sizes away from the reference's
+    (0.62-0.69 -> 0.21-0.54 seen); with no labels to compare, the tissue classes' overlap must catch every one."""
+    raw = tmp_path / "raw"
+    for subject in (cohort / "raw").iterdir():
+        (raw / subject.name).mkdir(parents=True)
+        for image in subject.glob("[!l]*.nii.gz"):  # all but label.nii.gz
+            (raw / subject.name / image.name).symlink_to(image)
+    registration = RigidRegistration(SAMPLING, metric="correlation")
+    with pytest.raises(PrepareError, match="subjects failed"):
+        prepare_cohort(raw, tmp_path / "data", "sub01", SMALL_SPACING, registration)
+
+    (tmp_path / "truth").symlink_to(cohort / "truth")
+    rows = score(tmp_path, "data")
+    print(
+        "\n" + "\n".join(f"{r['subject']} {r['status']}: {r['dice_before']:.3f} -> {r['dice_after']:.3f}" for r in rows)
+    )
+    failed = [row for row in rows if row["status"] == "failed"]
+    assert failed and all("tissue overlap" in row["reason"] for row in failed)
+    for row in rows:
+        if row["status"] != "failed":
+            assert row["dice_after"] >= row["dice_before"], row
+    datalist = json.loads((tmp_path / "data" / "datalist.json").read_text(encoding="utf-8"))
+    listed = {entry["id"] for section in datalist.values() for entry in section}
+    assert listed == {row["subject"] for row in rows if row["status"] != "failed"}
+
+
+MISREGISTRATION = """
+from scripts.registration import Pose, field_of_view_centre
+
+
+class Misregistration:
+    \"\"\"Answers every subject with one pose, as an optimiser that wandered off would, and a good final metric.\"\"\"
+
+    # copy1 lies 4 degrees and 8 mm from the reference; this pose is possible, and wrong
+    pose = Pose((0.0, 0.0, -6.0), (-12.0, 0.0, 0.0))
+
+    def __init__(self, **settings):
+        \"\"\"Takes, and ignores, the settings configs/prepare.yaml gives a registration.\"\"\"
+
+    def __call__(self, fixed, moving):
+        return self.pose.transform(field_of_view_centre(fixed)), -0.5
+"""
+
+
+def test_a_misregistered_subject_is_failed_with_its_reason_and_the_command_ends_in_error(cohort: Path, tmp_path: Path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for subject in ("sub01", "copy1"):
+        (raw / subject).symlink_to(cohort / "raw" / subject, target_is_directory=True)
+    (tmp_path / "misregistration.py").write_text(MISREGISTRATION, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "out"
+    result = run_bundle(
+        "prepare",
+        "--config_file", "configs/prepare.yaml",
+        "--raw_dir", str(raw),
+        "--dataset_dir", str(out),
+        "--reference", "sub01",
+        "--spacing", json.dumps(HALVED_SPACING),
+        "--registration#_target_", "misregistration.Misregistration",
+        check=False,
+        env=env,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "1 of 2 subjects failed" in result.stderr and "copy1: tissue overlap (Dice)" in result.stderr
+    row = registration_rows(out / "registration.csv")["copy1"]
+    assert row["status"] == "failed" and float(row["angle_z_deg"]) == -6.0
+    assert "tissue overlap" in row["reason"] and "label overlap" in row["reason"]
+    assert float(row["label_dice_after"]) < float(row["label_dice_before"])
+    assert not (out / "copy1").exists()
+    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
+    assert [e["id"] for section in datalist.values() for e in section] == ["sub01"]
+
+
+@pytest.mark.parametrize(
+    "pose, reason",
+    [
+        (Pose((0.0, 0.0, 20.0), (0.0, 0.0, 0.0)), "rotation 20.0 deg exceeds 15 deg"),
+        (Pose((0.0, 0.0, 0.0), (0.0, 0.0, 80.0)), "fields of view [0, 0, 80] mm apart along the reference's axes"),
+    ],
+)
+def test_check_refuses_a_pose_beyond_the_limits(pose: Pose, reason: str, cohort: Path):
+    image = sitk.ReadImage(str(cohort / "raw" / "sub01" / "inphase.nii.gz"), sitk.sitkFloat32)
+    found = RegistrationCheck()(image, image, pose.transform(field_of_view_centre(image)))
+    assert reason in found["reason"]
+    assert RegistrationCheck()(image, image, sitk.Euler3DTransform())["reason"] is None
