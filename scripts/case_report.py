@@ -31,6 +31,7 @@ from scripts.muscle_metrics import (
     cohort_row,
     fat_fraction_map,
     fat_water_swap_check,
+    measure,
     muscle_report,
     slice_rows,
 )
@@ -62,7 +63,8 @@ def write_case_report(
     """
     case_dir = Path(output_dir) / case_id
     fat_fraction, note = fat_fraction_map(**{k: images.get(k) for k in DIXON_KEYS}, noise_floor=noise_floor)
-    report = {"id": case_id, "noise_floor": noise_floor} | muscle_report(label, affine, fat_fraction, note)
+    measured = measure(label, affine, fat_fraction)
+    report = {"id": case_id, "noise_floor": noise_floor} | muscle_report(measured, note)
     if confidence is None:
         confidence = muscle_confidence(label, affine)
     for name, entry in report["muscles"].items():  # one found on the network's grid may vanish on the input grid
@@ -83,13 +85,14 @@ def write_case_report(
     write_atomically(
         case_dir / f"{case_id}_metrics.json", lambda p: p.write_text(json.dumps(report, indent=1), encoding="utf-8")
     )
-    write_csv_atomically(case_dir / f"{case_id}_slices.csv", slice_rows(label, affine, fat_fraction))
+    slices = slice_rows(measured)
+    write_csv_atomically(case_dir / f"{case_id}_slices.csv", slices)
     inphase = images.get("inphase")
     if inphase is None and images.get("water") is not None and images.get("fat") is not None:
         inphase = images["water"] + images["fat"]
     if inphase is None:
         inphase = np.zeros(label.shape, np.float32)
-    save_qc_png(case_dir / f"{case_id}_qc.png", inphase, label, affine, report)
+    save_qc_png(case_dir / f"{case_id}_qc.png", inphase, label, affine, report, slices)
     return report
 
 

@@ -82,7 +82,7 @@ class Piece:
 def flip_agreement(direct: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
     """Per case and muscle (B, 8): Dice of the argmax labels of two class-score tensors (B, 9, ...); 1 where
     neither pass finds the muscle."""
-    a, b = direct.argmax(dim=1), mirrored.argmax(dim=1)
+    a, b = (first_argmax(scores.movedim(1, 0)) for scores in (direct, mirrored))
     scores = []
     for muscle in MUSCLES:
         in_a, in_b = (a == muscle).flatten(1), (b == muscle).flatten(1)

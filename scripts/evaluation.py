@@ -37,7 +37,7 @@ from scipy.ndimage import find_objects
 from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.case_report import as_volume
 from scripts.labels import ABBREVIATIONS, ANNOTATED, MUSCLES
-from scripts.muscle_metrics import DEFAULT_NOISE_FLOOR, fat_fraction_map, muscle_report
+from scripts.muscle_metrics import DEFAULT_NOISE_FLOOR, fat_fraction_map, measure, muscle_report
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def case_rows(
     if pred.shape != reference.shape:
         raise ValueError(f"{case_id}: prediction shape {pred.shape} differs from reference shape {reference.shape}")
     spacing = affine_to_spacing(torch.as_tensor(np.asarray(affine, np.float64)), r=3).tolist()
-    measured_pred = muscle_report(pred, affine, fat_fraction)["muscles"]
-    measured_ref = muscle_report(reference, affine, fat_fraction)["muscles"]
+    measured_pred = muscle_report(measure(pred, affine, fat_fraction))["muscles"]
+    measured_ref = muscle_report(measure(reference, affine, fat_fraction))["muscles"]
     boxes = muscle_boxes(pred, reference)
     rows = []
     for muscle in MUSCLES:

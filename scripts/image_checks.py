@@ -1,4 +1,8 @@
-"""Checks that stop a bad input image with one clear message naming the file, before it can produce garbage."""
+"""Checks that stop a bad input image with one clear message naming the file, before it can produce garbage.
+
+Importing this module makes nibabel read ``.nii.gz`` files with ISA-L (``scripts.gzip_reading``): the loader here
+is what inference, evaluation and the reports read images with.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ from monai.utils import PostFix
 
 from scripts.errors import InputError
 from scripts.geometry import spacing_and_direction
+from scripts.gzip_reading import use_isal_for_reading
 
 ORTHONORMAL_TOL = 1e-3
+use_isal_for_reading()
 
 
 def dicom_folder_problem(folder: str | Path) -> str | None:

@@ -5,6 +5,7 @@ so the numbers hold for the voxels the user gave. The "axial" slices are those a
 world z (superior–inferior), whatever the array order. The results are plain Python numbers (``json.dumps`` works):
 
 - ``fat_fraction_map``: the voxel fat fraction F/(W+F) from the Dixon images, NaN where the signal is noise;
+- ``measure``: the case counted once (label × slice tallies of the muscles and their cores), for the two below;
 - ``muscle_report``: per muscle of ``scripts.labels`` volume, fat fraction (of the whole muscle and of its core),
   lean volume, largest axial area and its level, plus the left/right asymmetry of each pair (the content of
   ``<id>_metrics.json``);
@@ -240,7 +241,10 @@ class Measured:
     core_counts: Tally | None
 
 
-def _measure(label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | None) -> Measured:
+def measure(label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | None) -> Measured:
+    """Count ``label`` (values of ``scripts.labels``; other values are ignored) on its own voxel grid with ``affine``:
+    ``fat_fraction`` is a map from ``fat_fraction_map`` (0..1, NaN excluded) or None. ``muscle_report`` and
+    ``slice_rows`` both read the result, so a case is counted once for its report and its slice table."""
     label, fat_fraction = _checked_inputs(label, fat_fraction)
     geometry = slice_geometry(label.shape, affine)
     n_slices = label.shape[geometry.axis]
@@ -311,12 +315,9 @@ def _muscle_entry(muscle: int, measured: Measured) -> dict:
     return entry
 
 
-def muscle_report(
-    label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | None, fat_fraction_note: str | None = None
-) -> dict:
-    """Metrics of every muscle in ``label`` (values of ``scripts.labels``; other values are ignored), measured on
-    its own voxel grid with ``affine``; ``fat_fraction`` is a map from ``fat_fraction_map`` (0..1, NaN excluded)
-    or None, in which case every fat-fraction field is None and ``fat_fraction_note`` says why.
+def muscle_report(measured: Measured, fat_fraction_note: str | None = None) -> dict:
+    """Metrics of every muscle of a case ``measure`` counted; without a fat fraction map every fat-fraction field
+    is None and ``fat_fraction_note`` says why.
 
     Volumes in mL, fat fractions in percent, areas in cm² on the axial slices (across ``slice_axis``), the level
     of the largest area as slice index and world z (mm); a muscle absent from the label has volume and area 0 and
@@ -325,7 +326,6 @@ def muscle_report(
     as ``core_erosion_voxels``), with the core's volume. Asymmetry per left/right pair: ``asymmetry_index`` of the
     volumes and the mean fat fractions. Floats are rounded to 3 decimals.
     """
-    measured = _measure(label, affine, fat_fraction)
     geometry = measured.geometry
     entries = {muscle: _muscle_entry(muscle, measured) for muscle in MUSCLES}
     asymmetry = {
@@ -335,7 +335,7 @@ def muscle_report(
         }
         for (left, right), name in PAIR_NAMES.items()
     }
-    if fat_fraction is None and fat_fraction_note is None:
+    if measured.voxels.fat_fraction is None and fat_fraction_note is None:
         fat_fraction_note = NO_FAT_FRACTION_MAP
     return {
         "voxel_size_mm": [_rounded(size) for size in geometry.voxel_size_mm],
@@ -352,11 +352,11 @@ def muscle_report(
     }
 
 
-def slice_rows(label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | None) -> list[dict]:
-    """One row per axial slice that holds any muscle, from the lowest slice index up: the slice index, its world
-    z (mm) and, for each muscle, its area (cm²), mean fat fraction and that of its core (percent; None where the
-    muscle or its core is absent from the slice, all its voxels there are excluded, or no map is given)."""
-    measured = _measure(label, affine, fat_fraction)
+def slice_rows(measured: Measured) -> list[dict]:
+    """One row per axial slice that holds any muscle of a case ``measure`` counted, from the lowest slice index up:
+    the slice index, its world z (mm) and, for each muscle, its area (cm²), mean fat fraction and that of its core
+    (percent; None where the muscle or its core is absent from the slice, all its voxels there are excluded, or no
+    map is given)."""
     geometry, counts, core = measured.geometry, measured.counts, measured.core_counts
     area = counts.voxels * geometry.pixel_area_mm2 / 100.0
     rows = []

@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from scripts.atomic import write_atomically
 from scripts.geometry import spacing_and_direction
 from scripts.labels import ABBREVIATIONS, LABELS, LEFT_RIGHT_PAIRS, MUSCLE_COLOURS, MUSCLES
-from scripts.muscle_metrics import PAIR_NAMES, slice_axis, slice_geometry, slice_rows
+from scripts.muscle_metrics import PAIR_NAMES, slice_axis, slice_geometry
 
 DPI = 100
 QC_SIZE_PX = (1600, 900)  # (width, height) of the PNG in pixels
@@ -41,23 +41,29 @@ CHECK_COLOUR = "#d62728"  # legend entries of muscles flagged for checking (``ch
 
 
 def save_qc_png(
-    path: str | os.PathLike, inphase: np.ndarray, label: np.ndarray, affine: np.ndarray, report: dict
+    path: str | os.PathLike,
+    inphase: np.ndarray,
+    label: np.ndarray,
+    affine: np.ndarray,
+    report: dict,
+    slices: list[dict],
 ) -> None:
     """Write the QC figure of ``inphase`` (any intensity scale) and ``label`` (same grid, values of
-    ``scripts.labels``) with ``affine`` and their ``muscle_metrics.muscle_report`` to ``path`` as a PNG of exactly
+    ``scripts.labels``) with ``affine``, their ``muscle_metrics.muscle_report`` and ``muscle_metrics.slice_rows``
+    (``slices``) to ``path`` as a PNG of exactly
     ``QC_SIZE_PX`` pixels. The PNG appears whole or not at all: it is written to a temporary file in the same folder
     and renamed onto ``path``. Neither array is changed."""
     inphase, label = np.asarray(inphase), np.asarray(label)
     if inphase.shape != label.shape:
         raise ValueError(f"in-phase image shape {inphase.shape} differs from label shape {label.shape}")
-    figure = qc_figure(inphase, label, np.asarray(affine, np.float64), report)
+    figure = qc_figure(inphase, label, np.asarray(affine, np.float64), report, slices)
     # The fastest zlib level: the PNG is written in about half the time and is about 20 % larger (~0.5 MB).
     write_atomically(
         path, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     )
 
 
-def qc_figure(inphase: np.ndarray, label: np.ndarray, affine: np.ndarray, report: dict) -> Figure:
+def qc_figure(inphase: np.ndarray, label: np.ndarray, affine: np.ndarray, report: dict, slices: list[dict]) -> Figure:
     """The figure: three slice panels on top, the area profile and the colour legend below. Drawn on an Agg canvas
     without pyplot: no window, no global figure state."""
     width, height = QC_SIZE_PX
@@ -75,7 +81,7 @@ def qc_figure(inphase: np.ndarray, label: np.ndarray, affine: np.ndarray, report
     for column, (pair_name, muscle, index) in enumerate(levels):
         title = panel_title(pair_name, muscle, index, report)
         draw_slice(figure.add_subplot(grid[0, column]), inphase, label, affine, index, title)
-    draw_profile(figure.add_subplot(grid[1, :2]), label, affine, [index for _, _, index in levels])
+    draw_profile(figure.add_subplot(grid[1, :2]), slices, slice_geometry(label.shape, affine).z_mm, levels)
     legend_axes = figure.add_subplot(grid[1, 2])
     legend_axes.axis("off")
     handles = [Line2D([], [], color=MUSCLE_COLOURS[m], linestyle=_line_style(m), linewidth=2.5) for m in MUSCLES]
@@ -162,18 +168,16 @@ def draw_slice(axes: Axes, inphase: np.ndarray, label: np.ndarray, affine: np.nd
     axes.set_yticks([])
 
 
-def draw_profile(axes: Axes, label: np.ndarray, affine: np.ndarray, panel_slices: list[int]) -> None:
-    """Each muscle in the label: its axial area (cm²) per slice against world z (mm, superior to the right), 0 in
-    slices without it; dotted lines at the panels' slices."""
-    z_mm = slice_geometry(label.shape, affine).z_mm
-    rows = slice_rows(label, affine, None)
+def draw_profile(axes: Axes, slices: list[dict], z_mm: np.ndarray, levels: list[tuple[str, int | None, int]]) -> None:
+    """Each muscle of the slice table ``slices``: its axial area (cm²) per slice against world z (``z_mm`` of
+    every slice, superior to the right), 0 in slices without it; dotted lines at the panels' slices (``levels``)."""
     for muscle in MUSCLES:
         area = np.zeros(z_mm.size)
-        for row in rows:
+        for row in slices:
             area[row["slice"]] = row[f"{ABBREVIATIONS[muscle]}_area_cm2"]
         if area.any():
             axes.plot(z_mm, area, color=MUSCLE_COLOURS[muscle], linestyle=_line_style(muscle), linewidth=1.8)
-    for index in panel_slices:
+    for _, _, index in levels:
         axes.axvline(z_mm[index], color="grey", linestyle=":", linewidth=1)
     axes.set_xlabel("z (mm, inferior → superior)")
     axes.set_ylabel("area (cm²)")

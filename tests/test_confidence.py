@@ -12,7 +12,7 @@ from scripts.case_report import write_case_report
 from scripts.confidence import flip_agreement, muscle_confidence
 from scripts.confidence_calibration import EVIDENCE, summary
 from scripts.labels import ABBREVIATIONS, MUSCLES
-from scripts.muscle_metrics import muscle_report
+from scripts.muscle_metrics import measure, muscle_report, slice_rows
 from scripts.phantom import Phantom, make_phantom
 from scripts.qc_figure import CHECK_COLOUR, qc_figure
 
@@ -103,10 +103,11 @@ def test_flip_agreement_is_dice_of_the_two_passes():
 
 def test_qc_picture_marks_flagged_muscles(phantom: Phantom):
     label = moved(phantom.label, LP, (0.0, 80.0, 0.0))
-    report = muscle_report(label, phantom.affine, None)
+    measured = measure(label, phantom.affine, None)
+    report = muscle_report(measured)
     for name, entry in muscle_confidence(label, phantom.affine).items():
         report["muscles"][name] |= entry
-    figure = qc_figure(phantom.inphase, label, phantom.affine, report)
+    figure = qc_figure(phantom.inphase, label, phantom.affine, report, slice_rows(measured))
     legend = figure.axes[-1].get_legend()
     colours = {text.get_text().split()[0]: text.get_color() for text in legend.get_texts()}
     assert colours["LP"] == CHECK_COLOUR and colours["RP"] != CHECK_COLOUR

@@ -17,6 +17,7 @@ from scripts.muscle_metrics import (
     cohort_row,
     core_erosion_voxels,
     fat_fraction_map,
+    measure,
     muscle_report,
     slice_axis,
     slice_rows,
@@ -50,7 +51,7 @@ def phantom() -> Phantom:
 @pytest.fixture(scope="module")
 def report(phantom: Phantom) -> dict:
     fat_fraction, note = fat_fraction_map(water=phantom.water, fat=phantom.fat)
-    return muscle_report(phantom.label, phantom.affine, fat_fraction, note)
+    return muscle_report(measure(phantom.label, phantom.affine, fat_fraction), note)
 
 
 def true_mean_percent(phantom: Phantom, muscle: int) -> float:
@@ -82,7 +83,7 @@ def test_strong_noise_biases_lean_muscle_fat_fraction_upwards(phantom: Phantom):
     water, fat = noise_free_dixon(phantom)
     rng = np.random.default_rng(0)
     noisy = muscle_report(
-        phantom.label, phantom.affine, fat_fraction_map(rician(water, 10, rng), rician(fat, 10, rng))[0]
+        measure(phantom.label, phantom.affine, fat_fraction_map(rician(water, 10, rng), rician(fat, 10, rng))[0])
     )
     psoas = ABBREVIATIONS[1]
     assert noisy["muscles"][psoas]["fat_fraction_mean_percent"] > true_mean_percent(phantom, 1) + 1.0
@@ -90,7 +91,7 @@ def test_strong_noise_biases_lean_muscle_fat_fraction_upwards(phantom: Phantom):
 
 def test_inphase_opposed_phase_agrees_with_water_fat(phantom: Phantom, report: dict):
     fat_fraction, note = fat_fraction_map(inphase=phantom.inphase, outphase=phantom.outphase)
-    from_ip_op = muscle_report(phantom.label, phantom.affine, fat_fraction, note)
+    from_ip_op = muscle_report(measure(phantom.label, phantom.affine, fat_fraction), note)
     for name in ABBREVIATIONS.values():
         assert from_ip_op["muscles"][name]["fat_fraction_mean_percent"] == pytest.approx(
             report["muscles"][name]["fat_fraction_mean_percent"], abs=1.0
@@ -113,7 +114,7 @@ def test_noise_floor_excludes_faint_voxels():
 
 
 def test_areas_add_up_to_volume_and_peak_at_max_area_slice(phantom: Phantom, report: dict):
-    rows = slice_rows(phantom.label, phantom.affine, None)
+    rows = slice_rows(measure(phantom.label, phantom.affine, None))
     thickness_cm = SMALL_SPACING[2] / 10
     for name in ABBREVIATIONS.values():
         entry = report["muscles"][name]
@@ -125,7 +126,7 @@ def test_areas_add_up_to_volume_and_peak_at_max_area_slice(phantom: Phantom, rep
 
 def test_slice_rows_fat_fraction_matches_muscle_mean(phantom: Phantom, report: dict):
     """The voxel-weighted mean of the per-slice means is the muscle's mean."""
-    rows = slice_rows(phantom.label, phantom.affine, fat_fraction_map(water=phantom.water, fat=phantom.fat)[0])
+    rows = slice_rows(measure(phantom.label, phantom.affine, fat_fraction_map(water=phantom.water, fat=phantom.fat)[0]))
     for name in ABBREVIATIONS.values():
         weighted = [(row[f"{name}_area_cm2"], row[f"{name}_fat_fraction_percent"]) for row in rows]
         weighted = [(area, ff) for area, ff in weighted if ff is not None]
@@ -140,7 +141,7 @@ def test_slice_axis_is_read_from_the_affine(phantom: Phantom, report: dict):
         fat_fraction_map(water=phantom.water, fat=phantom.fat)[0], phantom.affine, ("S", "L", "P")
     )
     assert slice_axis(affine) == 0 and slice_axis(phantom.affine) == 2
-    permuted = muscle_report(label, affine, fat_fraction)
+    permuted = muscle_report(measure(label, affine, fat_fraction))
     assert permuted["slice_axis"] == 0
     assert permuted["voxel_size_mm"] == [report["voxel_size_mm"][i] for i in (2, 0, 1)]
     assert permuted["muscles"] == report["muscles"]
@@ -171,7 +172,7 @@ def constructed_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def test_constructed_case_metrics_and_asymmetry():
     label, affine, fat_fraction = constructed_case()
-    report = muscle_report(label, affine, fat_fraction)
+    report = muscle_report(measure(label, affine, fat_fraction))
     left, right = report["muscles"]["LP"], report["muscles"]["RP"]
     assert left["volume_ml"] == 30 * 0.02 and right["volume_ml"] == 10 * 0.02
     assert left["fat_fraction_mean_percent"] == pytest.approx(30.0)
@@ -189,14 +190,14 @@ def test_constructed_case_metrics_and_asymmetry():
 
 def test_absent_muscle_reports_zero_and_null():
     label, affine, fat_fraction = constructed_case()
-    report = muscle_report(label, affine, fat_fraction)
+    report = muscle_report(measure(label, affine, fat_fraction))
     for name in ("LI", "RI", "RQL", "LES+M", "RES+M"):
         entry = report["muscles"][name]
         assert entry["volume_ml"] == 0 and entry["max_area_cm2"] == 0
         assert all(entry[key] is None for key in (*FAT_FIELDS, "max_area_slice", "max_area_z_mm"))
-    empty = muscle_report(np.zeros_like(label), affine, fat_fraction)
+    empty = muscle_report(measure(np.zeros_like(label), affine, fat_fraction))
     assert all(entry["volume_ml"] == 0 for entry in empty["muscles"].values())
-    assert slice_rows(np.zeros_like(label), affine, fat_fraction) == []
+    assert slice_rows(measure(np.zeros_like(label), affine, fat_fraction)) == []
 
 
 def test_erosion_is_the_whole_number_of_voxels_nearest_to_2_mm():
@@ -212,13 +213,13 @@ def test_core_fat_fraction_leaves_out_a_fatty_rim_2_mm_deep():
     fat_fraction = np.zeros(label.shape, np.float32)
     fat_fraction[label == 8] = 0.6
     fat_fraction[4:12, 4:12, 6:] = 0.1
-    report = muscle_report(label, np.eye(4), fat_fraction)
+    report = muscle_report(measure(label, np.eye(4), fat_fraction))
     entry = report["muscles"]["RES+M"]
     assert report["core_erosion_voxels"] == [2, 2, 2]
     assert entry["core_fat_fraction_mean_percent"] == pytest.approx(10.0)
     assert entry["core_volume_ml"] == pytest.approx(8 * 8 * 4 / 1000)
     assert entry["fat_fraction_mean_percent"] > 30.0
-    rows = slice_rows(label, np.eye(4), fat_fraction)
+    rows = slice_rows(measure(label, np.eye(4), fat_fraction))
     assert [row["RES+M_core_fat_fraction_percent"] for row in rows] == [None, None, 10.0, 10.0, 10.0, 10.0]
     assert [row["RES+M_fat_fraction_percent"] for row in rows][:2] == [60.0, 60.0]
 
@@ -226,19 +227,19 @@ def test_core_fat_fraction_leaves_out_a_fatty_rim_2_mm_deep():
 def test_muscle_with_every_voxel_below_the_noise_floor_has_no_fat_fraction():
     label, affine, fat_fraction = constructed_case()
     fat_fraction[label == 1] = np.nan
-    entry = muscle_report(label, affine, fat_fraction)["muscles"]["LP"]
+    entry = muscle_report(measure(label, affine, fat_fraction))["muscles"]["LP"]
     assert entry["volume_ml"] == 0.6 and all(entry[key] is None for key in FAT_FIELDS)
 
 
 def test_no_fat_information_gives_null_fat_fraction_with_a_note(phantom: Phantom):
     fat_fraction, note = fat_fraction_map(inphase=phantom.inphase)
     assert fat_fraction is None and "in-phase" in note
-    report = muscle_report(phantom.label, phantom.affine, fat_fraction, note)
+    report = muscle_report(measure(phantom.label, phantom.affine, fat_fraction), note)
     assert report["fat_fraction_note"] == note
     for entry in report["muscles"].values():
         assert entry["volume_ml"] > 0 and all(entry[key] is None for key in FAT_FIELDS)
     assert all(metrics["fat_fraction_percent"] is None for metrics in report["asymmetry"].values())
-    assert muscle_report(phantom.label, phantom.affine, None)["fat_fraction_note"]
+    assert muscle_report(measure(phantom.label, phantom.affine, None))["fat_fraction_note"]
 
 
 @pytest.mark.parametrize(
@@ -253,11 +254,11 @@ def test_no_fat_information_gives_null_fat_fraction_with_a_note(phantom: Phantom
 )
 def test_bad_input_raises_a_clear_error(label: np.ndarray, affine: np.ndarray, fat_fraction: np.ndarray | None):
     with pytest.raises(ValueError):
-        muscle_report(label, affine, fat_fraction)
+        muscle_report(measure(label, affine, fat_fraction))
 
 
 def test_outputs_are_json_ready(phantom: Phantom, report: dict):
-    rows = slice_rows(phantom.label, phantom.affine, fat_fraction_map(water=phantom.water, fat=phantom.fat)[0])
+    rows = slice_rows(measure(phantom.label, phantom.affine, fat_fraction_map(water=phantom.water, fat=phantom.fat)[0]))
     row = cohort_row("sub01", report)
     json.dumps([report, rows, row], allow_nan=False)
     assert len(rows) == len({row["slice"] for row in rows}) > 0
@@ -282,7 +283,7 @@ def test_tum02_erector_spinae_multifidus_match_plain_computation():
     label[np.isin(source, (1, 2))] = 8
     label[np.isin(source, (3, 4))] = 4
     fat_fraction, note = fat_fraction_map(water=water, fat=fat)
-    report = muscle_report(label, label_image.affine, fat_fraction, note)
+    report = muscle_report(measure(label, label_image.affine, fat_fraction), note)
 
     voxel_ml = abs(np.linalg.det(label_image.affine[:3, :3])) / 1000
     total = water + fat

@@ -12,12 +12,13 @@ import pytest
 from conftest import SMALL_SHAPE, SMALL_SPACING
 from matplotlib.figure import Figure
 
-from scripts.labels import MUSCLE_COLOURS, MUSCLES
-from scripts.muscle_metrics import fat_fraction_map, muscle_report
+from scripts.labels import ABBREVIATIONS, MUSCLE_COLOURS, MUSCLES
+from scripts.muscle_metrics import fat_fraction_map, measure, muscle_report, slice_rows
 from scripts.phantom import Phantom, make_phantom
-from scripts.qc_figure import QC_SIZE_PX, axial_view, save_qc_png
+from scripts.qc_figure import QC_SIZE_PX, axial_view, qc_figure, save_qc_png
 
 LEFT_PSOAS, LEFT_ILIACUS, LEFT_ERECTOR, RIGHT_ILIACUS = 1, 2, 4, 6
+ILIACUS = (LEFT_ILIACUS, RIGHT_ILIACUS)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,9 @@ def phantom() -> Phantom:
     return make_phantom(SMALL_SHAPE, SMALL_SPACING, seed=2)
 
 
-def report_of(phantom: Phantom, label: np.ndarray) -> dict:
-    return muscle_report(label, phantom.affine, fat_fraction_map(water=phantom.water, fat=phantom.fat)[0])
+def report_and_slices(phantom: Phantom, label: np.ndarray) -> tuple[dict, list[dict]]:
+    measured = measure(label, phantom.affine, fat_fraction_map(water=phantom.water, fat=phantom.fat)[0])
+    return muscle_report(measured), slice_rows(measured)
 
 
 def assert_png_of_qc_size(path: Path) -> None:
@@ -36,16 +38,23 @@ def assert_png_of_qc_size(path: Path) -> None:
 
 def test_png_is_readable_and_of_the_documented_size(phantom: Phantom, tmp_path: Path):
     path = tmp_path / "sub01_qc.png"
-    save_qc_png(path, phantom.inphase, phantom.label, phantom.affine, report_of(phantom, phantom.label))
+    save_qc_png(path, phantom.inphase, phantom.label, phantom.affine, *report_and_slices(phantom, phantom.label))
     assert_png_of_qc_size(path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
 
 
 def test_renders_without_iliacus(phantom: Phantom, tmp_path: Path):
-    label = np.where(np.isin(phantom.label, (LEFT_ILIACUS, RIGHT_ILIACUS)), 0, phantom.label).astype(np.uint8)
+    label = np.where(np.isin(phantom.label, ILIACUS), 0, phantom.label).astype(np.uint8)
     path = tmp_path / "no_iliacus.png"
-    save_qc_png(path, phantom.inphase, label, phantom.affine, report_of(phantom, label))
+    save_qc_png(path, phantom.inphase, label, phantom.affine, *report_and_slices(phantom, label))
     assert_png_of_qc_size(path)
+    # the area profile draws the six muscles labelled, each through the areas of the slice table
+    report, slices = report_and_slices(phantom, label)
+    profile = qc_figure(phantom.inphase, label, phantom.affine, report, slices).axes[3]
+    drawn = [line for line in profile.get_lines() if line.get_linestyle() != ":"]
+    assert len(drawn) == 6
+    peaks = [max(row[f"{ABBREVIATIONS[m]}_area_cm2"] for row in slices) for m in MUSCLES if m not in ILIACUS]
+    assert sorted(max(line.get_ydata()) for line in drawn) == sorted(peaks)
 
 
 def test_interrupted_write_leaves_no_png(phantom: Phantom, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -56,7 +65,11 @@ def test_interrupted_write_leaves_no_png(phantom: Phantom, tmp_path: Path, monke
     monkeypatch.setattr(Figure, "savefig", fail_halfway)
     with pytest.raises(KeyboardInterrupt):
         save_qc_png(
-            tmp_path / "qc.png", phantom.inphase, phantom.label, phantom.affine, report_of(phantom, phantom.label)
+            tmp_path / "qc.png",
+            phantom.inphase,
+            phantom.label,
+            phantom.affine,
+            *report_and_slices(phantom, phantom.label),
         )
     assert list(tmp_path.iterdir()) == []
 
