@@ -34,6 +34,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from monai.data import decollate_batch, list_data_collate
 from monai.transforms import AsDiscreted, Compose, Invertd, KeepLargestConnectedComponentd
 
+from scripts.background_outputs import InBackground
 from scripts.model_card import ModelCard, load_weights
 from scripts.phantom import make_cohort
 
@@ -232,7 +233,9 @@ def stage_rows(data: Path, work: Path, device: str, setting: str, **override) ->
         for step in postprocessing.transforms:
             if type(step).__name__ == "LabelOnInputGridd":
                 probabilities = dict(case)
-            case = timed(stages, STAGES.get(type(step).__name__, type(step).__name__), step, case)
+            # the case's files: timed as written, although inference writes them while the next case is segmented
+            for part in step.transform.transforms if isinstance(step, InBackground) else [step]:
+                case = timed(stages, STAGES.get(type(part).__name__, type(part).__name__), part, case)
     largest = parser.get_parsed_content("largest_component")
     start = time.perf_counter()
     reference = reference_labels(probabilities, preprocessing, largest)

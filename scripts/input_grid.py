@@ -32,7 +32,7 @@ from scripts.labels import MUSCLES
 
 MUSCLE_BOX = "muscle_box"  # label metadata: (start, stop) per array axis of the box that can hold muscle
 SURE_BACKGROUND = 0.5  # a background probability above this at every stencil corner leaves no other class a chance
-SLAB_ELEMENTS = 2**24  # class-probability values interpolated at once in the last pass (64 MB of float32)
+SLAB_ELEMENTS = 2**22  # class-probability values interpolated at once in the last pass (16 MB of float32)
 
 
 def index_map(network_affine: np.ndarray, grid_affine: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:

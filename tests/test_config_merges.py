@@ -129,7 +129,8 @@ def test_case_outputs_off_returns_the_label_and_writes_nothing(tmp_path: Path):
     parser.read_meta(str(REPO / "configs" / "metadata.json"))
     parser.update({"bundle_root": str(REPO), "output_dir": str(tmp_path), "case_outputs": False, "flip_tta": False})
     pre, post = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
-    steps = [type(t).__name__ for t in pre.transforms + post.transforms]
+    writer = parser.get_parsed_content("case_writer")
+    steps = [type(t).__name__ for t in pre.transforms + post.transforms + writer.transform.transforms]
     assert not {"CaseIdToMetad", "MuscleConfidenced", "SaveSegmentationd", "CaseReportd"} & set(steps)
     case = pre({"image": str(REPO / "sample" / "sub01" / "inphase.nii.gz")})
     with torch.no_grad():

@@ -150,8 +150,9 @@ def schema_problems(metadata: dict) -> list[str]:
     return problems
 
 
-def _transforms(config: dict, section: str) -> dict[str, dict]:
-    return {t["_target_"]: t for t in config[section]["transforms"]}
+def _transforms(section: dict) -> dict[str, dict]:
+    """The components of a Compose section of a config, by target (references to other sections left out)."""
+    return {t["_target_"]: t for t in section["transforms"] if isinstance(t, dict)}
 
 
 def network_format_problems(metadata: dict) -> list[str]:
@@ -159,8 +160,8 @@ def network_format_problems(metadata: dict) -> list[str]:
     config = yaml.safe_load((REPO / "configs" / "inference.yaml").read_text(encoding="utf-8"))
     network, pre, post = (
         config["network_def"],
-        _transforms(config, "preprocessing"),
-        _transforms(config, "postprocessing"),
+        _transforms(config["preprocessing"]),
+        _transforms(config["postprocessing"]) | _transforms(config["case_writer"]["transform"]),
     )
     formats = metadata["network_data_format"]
     image, pred = formats["inputs"]["image"], formats["outputs"]["pred"]
