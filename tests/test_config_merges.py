@@ -46,8 +46,13 @@ def list_of(config: dict, key: str):
 
 
 def is_steps(value) -> bool:
-    """A list of steps (expressions or components), such as initialize, imports, handlers, transforms."""
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) or str(v).startswith("$") for v in value)
+    """A list of steps (expressions, components or references to one), such as initialize, imports, handlers,
+    transforms."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, dict) or str(v).startswith(("$", "@")) for v in value)
+    )
 
 
 def step(entry) -> str:
