@@ -1,7 +1,7 @@
 """Write a cohort of synthetic lumbar Dixon MRI phantoms with labels and a MONAI datalist.
 
 python -m scripts.phantom OUT --n 6 [--seed 0] [--shape 96 80 40] [--spacing 3.75 3.75 7.8]
-    [--anatomy MAP [MAP ...] [--per_map 3]] [--confusers false]
+    [--anatomy MAP [MAP ...] [--per_map 3]] [--confusers false] [--organs MAP] [--fov random] [--borders true]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scripts.phantom.cohort import DEFAULT_SHAPE, DEFAULT_SPACING, _checked_grid, make_cohort, validation_count
+from scripts.phantom.fields_of_view import CHOICES, FULL
 
 
 def _boolean(text: str) -> bool:
@@ -40,6 +41,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--per_map", type=int, default=3, help="cases per --anatomy map (default 3)")
     parser.add_argument("--confusers", type=_boolean, default=True, help="bowel, kidneys, vessels, abdominal wall")
+    parser.add_argument(
+        "--organs", type=Path, default=None, metavar="MAP",
+        help="a TotalSegmentator organ map (liver, spleen, kidneys ...) to paste at the levels it covers",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fov", choices=CHOICES, default=FULL,
+        help="field of view: the whole grid (full), one by name, or one at random per case (default full)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--borders", type=_boolean, default=False, help="random fat planes and fascia between adjacent muscles"
+    )
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="parallel processes")
     args = parser.parse_args(argv)
     try:
@@ -53,6 +65,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for path in args.anatomy:
         if not path.is_file():
             parser.error(f"--anatomy: no such file: {path}")
+    if args.organs is not None and not args.organs.is_file():
+        parser.error(f"--organs: no such file: {args.organs}")
     return args
 
 
@@ -60,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     path = make_cohort(
         args.out, args.n, seed=args.seed, shape=args.shape, spacing=args.spacing, workers=args.workers,
-        anatomy=args.anatomy, per_map=args.per_map, confusers=args.confusers,
+        anatomy=args.anatomy, per_map=args.per_map, confusers=args.confusers, organs=args.organs, fov=args.fov,
+        borders=args.borders,
     )  # fmt: skip
     print(f"wrote {args.n + len(args.anatomy) * args.per_map * bool(args.anatomy)} phantoms and {path}")
 

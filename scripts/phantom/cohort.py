@@ -22,12 +22,15 @@ import numpy as np
 from tqdm import tqdm
 
 from scripts.labels import MUSCLES
+from scripts.phantom.borders import draw_borders
+from scripts.phantom.fields_of_view import FULL, draw_field, ruled_out, slices_in
 from scripts.phantom.label_map_muscles import paint_from_label_map, read_label_map
+from scripts.phantom.organ_map import read_organ_map
 from scripts.phantom.procedural_muscles import T12_L1_Z, paint_procedural
 from scripts.phantom.shapes import centred_affine, subject_frame
 from scripts.phantom.signal import dixon_images, muscle_truth
 from scripts.phantom.subject import draw_subject
-from scripts.phantom.tissues import LABEL_OF_TISSUE, tissue_names
+from scripts.phantom.tissues import LABEL_OF_TISSUE, Painted, tissue_names
 
 DEFAULT_SHAPE = (400, 320, 145)
 DEFAULT_SPACING = (0.9375, 0.9375, 1.95)
@@ -64,35 +67,68 @@ def make_phantom(
     seed: int = 0,
     anatomy: str | Path | None = None,
     confusers: bool = True,
+    organs: str | Path | None = None,
+    fov: str = FULL,
+    borders: bool = False,
 ) -> Phantom:
     """Generate one synthetic lumbar Dixon case on a grid of ``shape`` voxels of ``spacing`` mm (RAS+, centred on
-    world (0, 0, 0)); the same seed (and map) gives the same arrays. ``anatomy``: a real muscle label map to build
-    the case around instead of procedural muscles. ``confusers=False``: no bowel, kidneys, vessels or abdominal
-    wall (visceral fat instead)."""
+    world (0, 0, 0)); the same seed (and maps) gives the same arrays. ``anatomy``: a real muscle (or organ) label
+    map to build the case around instead of procedural muscles. ``confusers=False``: no bowel, kidneys, vessels or
+    abdominal wall (visceral fat instead). ``organs``: a TotalSegmentator organ map whose organs are pasted at the
+    levels it covers (``organ_map``). ``fov``: a field of view of ``fields_of_view`` (or "random"); the slices
+    outside it are cut off, so the case may have fewer slices than ``shape``. ``borders``: random fat planes and
+    fascia between adjacent muscles (``borders``)."""
     shape, spacing = _checked_grid(shape, spacing)
     rng = np.random.default_rng(seed)
     subject = draw_subject(rng)
     affine = centred_affine(shape, spacing)
+    source = read_organ_map(organs) if organs is not None else None
     if anatomy is None:
-        frame = subject_frame(shape, affine, subject.shift, subject.rotation, T12_L1_Z, subject.pitch)
-        tissues, annotated, source = paint_procedural(frame, subject, rng, confusers), list(MUSCLES), "procedural"
+        name, field = draw_field(fov, rng, pelvis=False)
+        # The field's middle level at the grid's centre; the full grid keeps the usual T12/L1 height.
+        top_z = T12_L1_Z if field is None else subject.pitch * (field[0] + field[1]) / 2
+        frame = subject_frame(shape, affine, subject.shift, subject.rotation, top_z, subject.pitch)
+        painted, annotated = paint_procedural(frame, subject, rng, confusers, source, top_z), list(MUSCLES)
+        source_name = "procedural"
     else:
         label_map = read_label_map(anatomy)
-        tissues = paint_from_label_map(label_map, shape, affine, subject, rng, confusers)
-        annotated, source = list(label_map.annotated), label_map.name
-    fat_fraction, water, fat = dixon_images(tissues.tissue, tissues.fat_scale, subject, affine, rng)
-    label = LABEL_OF_TISSUE[tissues.tissue]
+        painted = paint_from_label_map(label_map, shape, affine, subject, rng, confusers, source)
+        name, field = draw_field(fov if not label_map.level_knots else FULL, rng, painted.pelvis)
+        annotated, source_name = list(label_map.annotated), label_map.name
+    border_counts = draw_borders(painted.tissues, rng) if borders else None
+    tissue, fat_scale, affine, kept = _cut_to_field(painted, field, affine)
+    if field is not None:
+        annotated = sorted({*annotated, *ruled_out(painted.level[kept], painted.crest_level)})
+    fat_fraction, water, fat = dixon_images(tissue, fat_scale, subject, affine, rng)
+    label = LABEL_OF_TISSUE[tissue]
     truth = {
         **muscle_truth(label, fat_fraction, spacing),
-        "shape": list(shape),
+        "shape": list(tissue.shape),
         "spacing": list(spacing),
         "seed": seed,
-        "anatomy": source,
+        "anatomy": source_name,
         "confusers": confusers,
+        "organs": Path(organs).name if organs is not None else None,
+        "field_of_view": name if field is None else {"name": name, "levels": [round(v, 2) for v in field]},
+        "borders": border_counts,
         "annotated": annotated,
-        "tissues": {str(tissue): name for tissue, name in tissue_names().items()},
+        "tissues": {str(t): tissue_name for t, tissue_name in tissue_names().items()},
     }
-    return Phantom(water, fat, water + fat, np.abs(water - fat), label, tissues.tissue, fat_fraction, affine, truth)
+    return Phantom(water, fat, water + fat, np.abs(water - fat), label, tissue, fat_fraction, affine, truth)
+
+
+def _cut_to_field(
+    painted: Painted, field: tuple[float, float] | None, affine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue map, fat scale and affine cut to the field's slices, and the indices of the slices kept. A field
+    that would leave no labelled muscle keeps the whole grid."""
+    kept = slices_in(painted.level, field)
+    if kept.size == 0 or not LABEL_OF_TISSUE[painted.tissues.tissue[:, :, kept]].any():
+        kept = np.arange(painted.level.size)
+    affine = affine.copy()
+    affine[:3, 3] += affine[:3, 2] * kept[0]
+    tissue, fat_scale = painted.tissues.tissue[:, :, kept], painted.tissues.fat_scale[:, :, kept]
+    return np.ascontiguousarray(tissue), np.ascontiguousarray(fat_scale), affine, kept
 
 
 def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -148,8 +184,8 @@ class CaseJob:
     anatomy: Path | None
 
 
-def _write_case(job: CaseJob, out_dir: Path, shape: Sequence[int], spacing: Sequence[float], confusers: bool) -> list:
-    phantom = make_phantom(shape, spacing, seed=job.seed, anatomy=job.anatomy, confusers=confusers)
+def _write_case(job: CaseJob, out_dir: Path, shape: Sequence[int], spacing: Sequence[float], options: dict) -> list:
+    phantom = make_phantom(shape, spacing, seed=job.seed, anatomy=job.anatomy, **options)
     write_phantom(phantom, out_dir / job.case_id)
     return phantom.truth["annotated"]
 
@@ -177,18 +213,22 @@ def make_cohort(
     anatomy: Sequence[str | Path] = (),
     per_map: int = 3,
     confusers: bool = True,
+    organs: str | Path | None = None,
+    fov: str = FULL,
+    borders: bool = False,
 ) -> Path:
-    """Write the cohort's phantoms (``cohort_jobs``) and datalist.json: of each group the last third for
-    validation and the rest for training, the validation cases without label for testing (a single procedural
-    case and no map: a testing-only sample). ``workers`` processes write cases in parallel. Returns the datalist
-    path."""
+    """Write the cohort's phantoms (``cohort_jobs``; ``confusers``, ``organs``, ``fov`` and ``borders`` as in
+    ``make_phantom``) and datalist.json: of each group the last third for validation and the rest for training,
+    the validation cases without label for testing (a single procedural case and no map: a testing-only sample).
+    ``workers`` processes write cases in parallel. Returns the datalist path."""
     out_dir = Path(out_dir)
     groups = cohort_jobs(n, seed, [Path(p) for p in anatomy], per_map if anatomy else 0)
     jobs = [job for group in groups for job in group]
     if not jobs:
         raise ValueError("a cohort needs at least 1 case")
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_write_case, jobs, *zip(*[(out_dir, shape, spacing, confusers)] * len(jobs)), chunksize=1)
+        options = {"confusers": confusers, "organs": organs, "fov": fov, "borders": borders}
+        results = pool.map(_write_case, jobs, *zip(*[(out_dir, shape, spacing, options)] * len(jobs)), chunksize=1)
         annotated = dict(zip((j.case_id for j in jobs), tqdm(results, total=len(jobs), desc="phantoms", unit="case")))
     if len(jobs) == 1 and jobs[0].anatomy is None:
         datalist = {"testing": [datalist_entry(jobs[0].case_id, with_label=False)]}

@@ -34,10 +34,21 @@ from scripts.phantom.body import (
     paint_vessels,
     spine_geometry,
 )
+from scripts.phantom.organ_map import (
+    TOTALSEGMENTATOR_MUSCLES,
+    TOTALSEGMENTATOR_TISSUES,
+    VERTEBRAE,
+    OrganSource,
+    is_totalsegmentator,
+    level_knots,
+    level_line,
+    levels_of,
+    paste_organs,
+)
 from scripts.phantom.procedural_muscles import T12_L1_Z, paint_gluteus
 from scripts.phantom.shapes import Frame, subject_frame, world_axes
 from scripts.phantom.subject import Subject
-from scripts.phantom.tissues import LABEL_OF_TISSUE, SIDES, Tissue, TissueMap
+from scripts.phantom.tissues import LABEL_OF_TISSUE, SIDES, Painted, Tissue, TissueMap
 
 # Codes of each muscle's pair in the two schemes (MuscleMap; see ../shared/data/anatomy/README.md).
 EIGHT_LABEL = {"multifidus": (1, 2), "erector": (3, 4), "psoas": (5, 6), "quadratus": (7, 8)}
@@ -51,19 +62,25 @@ WHOLE_BODY = {
 ILIUM, SACRUM = (6151, 6152), 6160
 # Placeholder ids in the placed map, resolved when painting: bones kept apart until the spine is placed, and the
 # voxels the map does not cover.
-ILIUM_ID, SACRUM_ID, OUTSIDE = 250, 251, 255
+ILIUM_ID, SACRUM_ID, VERTEBRA_ID, OUTSIDE = 250, 251, 252, 255
+BONES = (ILIUM_ID, SACRUM_ID, VERTEBRA_ID)
 LABELLED = (*MUSCLES, Tissue.LEFT_MULTIFIDUS, Tissue.RIGHT_MULTIFIDUS)
+# The map's unlabelled tissues that are painted as they are: other muscles and, from an organ map, the organs.
+KEPT = (Tissue.OTHER_MUSCLE, *sorted(set(TOTALSEGMENTATOR_TISSUES.values())))
+LOWEST_CREST = 3.4  # the highest iliac crest a subject is drawn with (``subject``): a map ending above has no iliacus
 
 
 @dataclass(frozen=True)
 class LabelMap:
-    """A label map translated to phantom tissue ids (uint8, RAS+ array axes) with its affine, and the bundle labels
-    it holds."""
+    """A label map translated to phantom tissue ids (uint8, RAS+ array axes) with its affine, the bundle labels
+    it holds (or, for a muscle its field cannot contain, rules out) and, where it labels vertebrae, (world z,
+    vertebral level) knots."""
 
     tissue: np.ndarray
     affine: np.ndarray
     annotated: tuple[int, ...]
     name: str
+    level_knots: tuple[tuple[float, float], ...] = ()
 
 
 def _side_tissue(kind: str, right: bool) -> int:
@@ -72,14 +89,22 @@ def _side_tissue(kind: str, right: bool) -> int:
 
 
 def read_label_map(path: str | Path) -> LabelMap:
-    """Load a MuscleMap label map and translate it: each muscle pair to our left and right tissue ids (sides from
-    the affine), ilium and sacrum to bone, every other code to unlabelled muscle."""
+    """Load a MuscleMap or TotalSegmentator label map and translate it: each muscle pair to our left and right
+    tissue ids (sides from the affine); MuscleMap's ilium and sacrum to bone and every other code to unlabelled
+    muscle; TotalSegmentator's organs to their tissues (``organ_map``), its vertebrae to bone. A TotalSegmentator
+    map that ends above the iliac crest declares the iliacus annotated: it cannot be there."""
     image = nib.as_closest_canonical(nib.load(str(path)))
     codes = np.rint(np.asarray(image.dataobj)).astype(np.int32)
-    scheme = EIGHT_LABEL if codes.max() <= 8 else WHOLE_BODY
+    organs = is_totalsegmentator(codes)
+    scheme = TOTALSEGMENTATOR_MUSCLES if organs else EIGHT_LABEL if codes.max() <= 8 else WHOLE_BODY
     present = np.unique(codes)
-    lut = np.zeros(int(present.max()) + 1, np.uint8)
-    lut[present[present > 0]] = Tissue.OTHER_MUSCLE
+    lut = np.zeros(max(int(present.max()), max(TOTALSEGMENTATOR_TISSUES)) + 1, np.uint8)
+    if organs:
+        for code, tissue in TOTALSEGMENTATOR_TISSUES.items():
+            lut[code] = tissue
+        lut[list(VERTEBRAE)] = VERTEBRA_ID
+    else:
+        lut[present[present > 0]] = Tissue.OTHER_MUSCLE
     if scheme is WHOLE_BODY:
         lut[[c for c in ILIUM if c < lut.size]] = ILIUM_ID
         if SACRUM < lut.size:
@@ -97,7 +122,12 @@ def read_label_map(path: str | Path) -> LabelMap:
             lut[code] = _side_tissue(kind, right)
     tissue = lut[codes]
     annotated = tuple(m for m in MUSCLES if np.any(LABEL_OF_TISSUE[np.unique(tissue)] == m))
-    return LabelMap(tissue, image.affine, annotated, Path(path).name)
+    knots = level_knots(codes, image.affine) if organs else ()
+    if knots:
+        bottom_z = image.affine[2, 3]
+        if float(levels_of(np.array(bottom_z), knots)) < LOWEST_CREST - 0.2:
+            annotated = tuple(sorted({*annotated, *(side.iliacus for side in SIDES)}))
+    return LabelMap(tissue, image.affine, annotated, Path(path).name, knots)
 
 
 @dataclass(frozen=True)
@@ -214,12 +244,15 @@ def _z_extent(placed: np.ndarray, tissues: Sequence[int], z: np.ndarray) -> tupl
     return (float(z[slices[0]]), float(z[slices[-1]])) if slices.size else None
 
 
-def measure_geometry(placed: np.ndarray, affine: np.ndarray, subject: Subject) -> Geometry:
+def measure_geometry(
+    placed: np.ndarray, affine: np.ndarray, subject: Subject, levels: tuple[float, float] | None = None
+) -> Geometry:
     """Derive the subject frame and the per-slice anatomy from the placed muscles.
 
     - Frame: the midline and the left-right axis through the two erector spinae + multifidus centroids.
-    - Vertebral level: the lowest quadratus lumborum slice is the iliac crest (it inserts there), else the top of
-      the ilium or iliacus, else the top of the psoas is T12/L1.
+    - Vertebral level: ``levels`` (world z of the T12/L1 disc, pitch) where the map labels its vertebrae; else the
+      lowest quadratus lumborum slice is the iliac crest (it inserts there), else the top of the ilium or iliacus,
+      else the top of the psoas is T12/L1.
     - Vertebral body 40 mm in front of the multifidus' deepest point beside the spinous processes (lamina, canal,
       half a body), else just behind the psoas' centre; its half-width stops 2 mm short of the psoas.
     - Trunk: the back 4 mm behind the muscles, the flanks 25-60 mm (times body size) beyond the outermost muscle.
@@ -232,16 +265,18 @@ def measure_geometry(placed: np.ndarray, affine: np.ndarray, subject: Subject) -
     else:
         rotation, midline = 0.0, float(_world_centroid(placed, affine, LABELLED)[0])
 
-    crest_level = subject.crest_level
+    crest_level, pitch = subject.crest_level, subject.pitch
     quadratus = _z_extent(placed, [s.quadratus for s in SIDES], z)
     wing = _z_extent(placed, [ILIUM_ID, *(s.iliacus for s in SIDES)], z)
-    if quadratus is not None or wing is not None:
+    if levels is not None:
+        top_z, pitch = levels
+    elif quadratus is not None or wing is not None:
         crest_z = quadratus[0] if quadratus is not None else wing[1]
         top_z = crest_z + crest_level * subject.pitch
     else:
         psoas = _z_extent(placed, [s.psoas for s in SIDES], z)
         top_z = psoas[1] if psoas is not None else T12_L1_Z
-    frame = subject_frame(placed.shape, affine, (midline, 0.0, 0.0), rotation, top_z, subject.pitch)
+    frame = subject_frame(placed.shape, affine, (midline, 0.0, 0.0), rotation, top_z, pitch)
 
     u, v = np.broadcast_to(frame.u, placed.shape), np.broadcast_to(frame.v, placed.shape)
     multifidus = np.isin(placed, [s.multifidus for s in SIDES]) & (np.abs(u) < 35)
@@ -270,7 +305,7 @@ def measure_geometry(placed: np.ndarray, affine: np.ndarray, subject: Subject) -
 
     kidneys = []
     for side, level in zip(SIDES, (1.35, 1.6), strict=True):
-        centre_z = top_z - level * subject.pitch
+        centre_z = top_z - level * pitch
         quadratus = placed == side.quadratus
         near = quadratus & (np.abs(frame.z - centre_z) < 40.0)[None, None, :]
         if near.any():
@@ -294,6 +329,16 @@ def covered_slices(placed: np.ndarray, affine: np.ndarray, placement: Placement)
     return (placed[central] != OUTSIDE).mean(axis=0) > 0.5
 
 
+def map_levels(label_map: LabelMap, placement: Placement) -> tuple[float, float] | None:
+    """World z of the T12/L1 disc and the pitch of one vertebra after the placement, from the map's vertebrae
+    (small tilts ignored); None for a map without vertebrae."""
+    if not label_map.level_knots:
+        return None
+    slope, intercept = level_line(label_map.level_knots)
+    world_z = placement.scale[2] * (-intercept / slope - placement.anchor[2]) + placement.target[2]
+    return float(world_z), float(-placement.scale[2] / slope)
+
+
 def paint_from_label_map(
     label_map: LabelMap,
     shape: Sequence[int],
@@ -301,31 +346,39 @@ def paint_from_label_map(
     subject: Subject,
     rng: np.random.Generator,
     confusers: bool = True,
-) -> TissueMap:
-    """The anatomy phantom's tissue map: body and confusers, spine, the map's bones and unlabelled muscles, then its
-    labelled muscles; air outside the body and beyond the slices the map covers."""
+    organs: OrganSource | None = None,
+) -> Painted:
+    """The anatomy phantom's tissue map: body and confusers (kidneys and vessels only where the map has none of
+    its own), organs pasted from ``organs`` at the levels they cover, spine, the map's bones, organs and unlabelled
+    muscles, then its labelled muscles; air outside the body and beyond the slices the map covers."""
     placement = draw_placement(label_map, rng)
     placed = place(label_map, shape, affine, placement, rng)
-    geometry = measure_geometry(placed, affine, subject)
+    geometry = measure_geometry(placed, affine, subject, map_levels(label_map, placement))
     frame, spine = geometry.frame, geometry.spine
     tissues = TissueMap(tuple(shape))
     body = paint_body(tissues, frame, spine, geometry.torso, subject, rng, confusers)
     if confusers:
-        paint_kidneys(tissues, frame, geometry.kidneys)
-        paint_vessels(tissues, frame, spine)
+        if not np.any(placed == Tissue.KIDNEY):
+            paint_kidneys(tissues, frame, geometry.kidneys)
+        if not np.any(placed == Tissue.VESSEL):
+            paint_vessels(tissues, frame, spine)
+    if organs is not None:
+        paste_organs(tissues, frame, spine.y, organs, rng.uniform(0.9, 1.1) / subject.body_scale)
     z = world_axes(shape, affine)[2]
     sacrum = _z_extent(placed, [SACRUM_ID], z)
     lumbar = slice(None) if sacrum is None else slice(int(np.searchsorted(z, sacrum[1])), None)
     paint_spine(tissues, frame, spine, lumbar)
-    if not np.any(placed == ILIUM_ID):
+    pelvis = bool(np.any(placed == ILIUM_ID))
+    if not pelvis:
         for side in SIDES:
             mirrored = frame.mirrored(side.sign)
             wing = iliac_wing(frame.level, spine, geometry.crest_level)
             paint_gluteus(tissues, mirrored, wing, geometry.crest_level)
             tissues.paint(mirrored, wing, Tissue.MARROW)
     everywhere = slice(None)
-    tissues.fill(everywhere, placed == Tissue.OTHER_MUSCLE, Tissue.OTHER_MUSCLE)
-    tissues.fill(everywhere, np.isin(placed, (ILIUM_ID, SACRUM_ID)), Tissue.MARROW)
+    for tissue in np.intersect1d(np.unique(placed), KEPT):
+        tissues.fill(everywhere, placed == tissue, int(tissue))
+    tissues.fill(everywhere, np.isin(placed, BONES), Tissue.MARROW)
     spacing = np.abs(np.diag(affine)[:3])
     caudal_fat = (0.85 + 0.3 * np.clip(frame.level / 5.5, 0.0, 1.0)).astype(np.float32)
     for tissue in LABELLED:
@@ -335,8 +388,8 @@ def paint_from_label_map(
             if tissue in (s.multifidus for s in SIDES):  # multifidus fat is highest at L5
                 grading = grading * np.broadcast_to(caudal_fat, mask.shape)[mask]
             tissues.fill(everywhere, mask, int(tissue), grading)
-    body |= np.isin(placed, (*LABELLED, Tissue.OTHER_MUSCLE, ILIUM_ID, SACRUM_ID))
+    body |= np.isin(placed, (*LABELLED, *KEPT, *BONES))
     outside = ~body | ~covered_slices(placed, affine, placement)[None, None, :]
     tissues.tissue[outside] = Tissue.AIR
     tissues.fat_scale[outside] = 1.0
-    return tissues
+    return Painted(tissues, frame.level, geometry.crest_level, pelvis)

@@ -23,9 +23,10 @@ from scripts.phantom.body import (
     torso_geometry,
     wing_offset,
 )
+from scripts.phantom.organ_map import OrganSource, paste_organs
 from scripts.phantom.shapes import Ellipse, Frame, profile, semi_axes
 from scripts.phantom.subject import Subject
-from scripts.phantom.tissues import SIDES, Side, Tissue, TissueMap
+from scripts.phantom.tissues import SIDES, Painted, Side, Tissue, TissueMap
 
 # Profiles along the spine as (vertebral level, value) knots; level 0 is the T12/L1 disc, 1 L1/2, ... 5 L5/S1.
 PSOAS_AREA = ((-0.4, 0.0), (0.0, 1.5), (1.0, 4.4), (2.0, 9.9), (3.0, 14.6), (4.0, 17.75), (5.0, 15.75), (6.5, 14.0))
@@ -64,7 +65,8 @@ def paint_muscles(tissues: TissueMap, frame: Frame, spine: Spine, subject: Subje
 
     above_crest = level < subject.crest_level
     ql_a, ql_b = semi_axes(size[side.quadratus] * profile(level, QUADRATUS_AREA) * above_crest, 0.45)
-    quadratus = Ellipse(64.0 + 0.5 * ql_a, spine.y - 28.0, ql_a, ql_b, angle=math.radians(20.0))
+    # Centre about 20 mm in front of the erector spinae's, as in the real label maps (12-27 mm; the QL abuts it).
+    quadratus = Ellipse(64.0 + 0.5 * ql_a, spine.y - 40.0, ql_a, ql_b, angle=math.radians(20.0))
     tissues.paint_muscle(frame, quadratus, side.quadratus)
 
     il_area = size[side.iliacus] * profile(level - subject.crest_level, ILIACUS_AREA) * (wing.a > 0)
@@ -78,20 +80,30 @@ def paint_muscles(tissues: TissueMap, frame: Frame, spine: Spine, subject: Subje
     tissues.paint_muscle(frame, psoas, side.psoas)
 
 
-def paint_procedural(frame: Frame, subject: Subject, rng: np.random.Generator, confusers: bool = True) -> TissueMap:
-    """The whole procedural subject, drawn from the outside in so that bone and CSF cover muscle and muscle
-    covers fat; voxels outside the body are air. ``confusers``: bowel, kidneys, vessels and abdominal wall."""
+def paint_procedural(
+    frame: Frame,
+    subject: Subject,
+    rng: np.random.Generator,
+    confusers: bool = True,
+    organs: OrganSource | None = None,
+    top_z: float = T12_L1_Z,
+) -> Painted:
+    """The whole procedural subject (its T12/L1 disc at frame height ``top_z``), drawn from the outside in so that
+    bone and CSF cover muscle and muscle covers fat; voxels outside the body are air. ``confusers``: bowel,
+    kidneys, vessels and abdominal wall; ``organs``: real organs pasted at the levels the source covers."""
     tissues = TissueMap(frame.shape)
     spine = spine_geometry(frame.level)
     torso = torso_geometry(frame.level, spine, subject)
     body = paint_body(tissues, frame, spine, torso, subject, rng, confusers)
     if confusers:
-        paint_kidneys(tissues, frame, procedural_kidney_centres(spine, frame, T12_L1_Z, subject.pitch))
+        paint_kidneys(tissues, frame, procedural_kidney_centres(spine, frame, top_z, subject.pitch))
         paint_vessels(tissues, frame, spine)
+    if organs is not None:
+        paste_organs(tissues, frame, spine.y, organs, rng.uniform(0.9, 1.1) / subject.body_scale)
     for side in SIDES:
         mirrored = frame.mirrored(side.sign)
         paint_muscles(tissues, mirrored, spine, subject, side)
         tissues.paint(mirrored, iliac_wing(frame.level, spine, subject.crest_level), Tissue.MARROW)
     paint_spine(tissues, frame, spine)
     tissues.tissue[~body] = Tissue.AIR
-    return tissues
+    return Painted(tissues, frame.level, subject.crest_level, pelvis=False)

@@ -30,6 +30,14 @@ TISSUE_SIGNAL: dict[Tissue, tuple[float, float]] = {
     Tissue.VESSEL: (0.1, 0.0),  # flow void of fast blood in a TSE image
     Tissue.BOWEL_FLUID: (1.6, 0.0),
     Tissue.BOWEL_GAS: (0.02, 0.0),
+    # Liver darker than spleen on T2 (shorter T2), both brighter than muscle; lung almost void; fascia dark.
+    Tissue.LIVER: (0.3, 0.04),
+    Tissue.SPLEEN: (0.5, 0.01),
+    Tissue.STOMACH: (0.4, 0.02),
+    Tissue.PANCREAS: (0.35, 0.06),
+    Tissue.LUNG: (0.03, 0.0),
+    Tissue.FASCIA: (0.05, 0.1),
+    Tissue.INTERMUSCULAR_FAT: (0.95, 0.85),
 }
 MUSCLE_SIGNAL = 0.17
 

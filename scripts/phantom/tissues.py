@@ -33,6 +33,14 @@ class Tissue(IntEnum):
     VESSEL = 111  # aorta, inferior vena cava and the iliac vessels
     BOWEL_FLUID = 112
     BOWEL_GAS = 113
+    # Upper-abdominal organs, drawn from a real organ label map (``organ_map``).
+    LIVER = 114
+    SPLEEN = 115
+    STOMACH = 116
+    PANCREAS = 117  # also the adrenal glands: small solid organs
+    LUNG = 118
+    FASCIA = 119  # thoracolumbar fascia between quadratus lumborum and erector spinae: dark in every sequence
+    INTERMUSCULAR_FAT = 120  # the fat plane between two adjacent muscles (``borders``)
 
 
 def tissue_names() -> dict[int, str]:
@@ -110,3 +118,14 @@ class TissueMap:
         if caudal_fat is not None:
             grading = grading * caudal_fat[zs].astype(np.float32)
         self.fill(zs, inside, tissue, grading[inside])
+
+
+@dataclass(frozen=True)
+class Painted:
+    """A painted subject: its tissue map, the vertebral level of each slice and of the iliac crest, and whether it
+    has a real pelvis (iliac bone from a label map), so that a pelvic field of view shows something real."""
+
+    tissues: TissueMap
+    level: np.ndarray
+    crest_level: float
+    pelvis: bool
