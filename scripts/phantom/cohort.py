@@ -92,8 +92,11 @@ def make_phantom(
         source_name = "procedural"
     else:
         label_map = read_label_map(anatomy)
-        painted = paint_from_label_map(label_map, shape, affine, subject, rng, confusers, source)
-        name, field = draw_field(fov if not label_map.level_knots else FULL, rng, painted.pelvis)
+        organs_of_its_own = bool(label_map.level_knots)  # an organ map as the anatomy: nothing to paste
+        painted = paint_from_label_map(
+            label_map, shape, affine, subject, rng, confusers, None if organs_of_its_own else source
+        )
+        name, field = draw_field(FULL if organs_of_its_own else fov, rng, painted.pelvis)
         annotated, source_name = list(label_map.annotated), label_map.name
     border_counts = draw_borders(painted.tissues, rng) if borders else None
     tissue, fat_scale, affine, kept = _cut_to_field(painted, field, affine)

@@ -121,7 +121,7 @@ def read_organ_map(path: str | Path) -> OrganSource:
     image = nib.as_closest_canonical(nib.load(str(path)))
     codes = np.rint(np.asarray(image.dataobj)).astype(np.int32)
     if not is_totalsegmentator(codes):
-        raise ValueError(f"{path}: not a TotalSegmentator label map (no vertebra codes 26-49 among values 9-999)")
+        raise ValueError(f"{path}: not a TotalSegmentator label map (no vertebra code 26-49, values 9-999)")
     return read_organ_source(codes, image.affine)
 
 
