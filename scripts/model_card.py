@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from scripts import BUNDLE_ROOT
 from scripts.atomic import write_atomically
 from scripts.errors import InputError
 from scripts.labels import LABELS, NUM_CLASSES
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scripts.model_card", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="the model file, e.g. models/model.pt")
     parser.add_argument("--spacing", type=float, nargs=3, required=True, help="voxel size (mm) it was trained at")
-    parser.add_argument("--config_file", type=Path, default=Path(__file__).parents[1] / "configs" / "inference.yaml")
+    parser.add_argument("--config_file", type=Path, default=BUNDLE_ROOT / "configs" / "inference.yaml")
     args = parser.parse_args(argv)
     network = ConfigParser({"n": ConfigParser.load_config_file(args.config_file)["network_def"]}).get_parsed_content(
         "n"

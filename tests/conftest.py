@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from scripts.phantom import make_cohort
+from scripts.phantom import Phantom, Tissue, make_cohort, make_phantom
 
 REPO = Path(__file__).resolve().parents[1]
 TUM02 = REPO.parent / "shared" / "data" / "TUM02"
+ANATOMY = REPO.parent / "shared" / "data" / "anatomy"
+ORGANS = REPO.parent / "shared" / "data" / "organs" / "upper_abdomen_ct.nii.gz"
 # A coarse grid covering the published field of view, so CPU tests take seconds.
 SMALL_SHAPE = (96, 80, 40)
 SMALL_SPACING = (3.75, 3.75, 7.8)
@@ -133,3 +136,93 @@ def write_dicom_series(
             plane.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{series_uid.rsplit('.', 1)[-1]}_{z:03d}.dcm"))
         writer.Execute(plane)
+
+
+@pytest.fixture(scope="module")
+def phantom(request: pytest.FixtureRequest) -> Phantom:
+    """A small procedural phantom, once per test module, of the module's ``PHANTOM_SEED`` (default 3)."""
+    return make_phantom(SMALL_SHAPE, SMALL_SPACING, seed=getattr(request.module, "PHANTOM_SEED", 3))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1, for a test server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Label maps of known anatomy for the phantom tests, written from a procedural phantom's tissue map.
+CONFUSERS = {Tissue.BOWEL, Tissue.BOWEL_FLUID, Tissue.BOWEL_GAS, Tissue.KIDNEY, Tissue.VESSEL}
+# Our tissue ids -> MuscleMap's 8-label codes (odd on one side, even on the other); iliacus has no code.
+EIGHT_LABEL_CODES = {
+    Tissue.LEFT_MULTIFIDUS: 2, Tissue.RIGHT_MULTIFIDUS: 1, 4: 4, 8: 3, 1: 6, 5: 5, 3: 8, 7: 7,
+}  # fmt: skip
+WHOLE_BODY_CODES = {
+    Tissue.LEFT_MULTIFIDUS: 5101, Tissue.RIGHT_MULTIFIDUS: 5102, 4: 5111, 8: 5112, 1: 5121, 5: 5122,
+    3: 5131, 7: 5132, 2: 6141, 6: 6142, Tissue.OTHER_MUSCLE: 6121,
+}  # fmt: skip
+
+
+def write_map(tissue: np.ndarray, affine: np.ndarray, codes: dict[int, int], path: Path, swap: bool) -> Path:
+    """A label map in MuscleMap codes, stored left-right flipped under an LAS affine (so array index and side
+    disagree); ``swap`` exchanges the two codes of every pair, so only the affine can tell the sides."""
+    lut = np.zeros(256, np.int16)
+    for ours, code in codes.items():
+        partner = code + (1 if code % 2 else -1) if swap and code < 100 else code
+        if swap and code > 100:
+            partner = code + (1 if code % 10 == 1 else -1)
+        lut[int(ours)] = partner
+    flipped = np.ascontiguousarray(lut[tissue][::-1])
+    las = affine.copy()
+    las[0, 0], las[0, 3] = -affine[0, 0], affine[0, 3] + affine[0, 0] * (tissue.shape[0] - 1)
+    nib.save(nib.Nifti1Image(flipped, las), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def source() -> tuple[np.ndarray, np.ndarray]:
+    """The tissue map and affine of a procedural phantom, to make label maps of known anatomy from."""
+    phantom = make_phantom(SMALL_SHAPE, SMALL_SPACING, seed=3)
+    return phantom.tissue, phantom.affine
+
+
+@pytest.fixture(scope="session")
+def eight_label_map(source, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tissue, affine = source
+    return write_map(tissue, affine, EIGHT_LABEL_CODES, tmp_path_factory.mktemp("map") / "lumbar.nii.gz", swap=True)
+
+
+def write_organ_map(tissue: np.ndarray, affine: np.ndarray, path: Path) -> Path:
+    """A TotalSegmentator-coded map of the same body: back muscles (autochthon 86/87) and psoas (iliopsoas 88/89),
+    kidneys (2 right, 3 left), the vertebrae near the midline as T12 / L1 / L2 (32 / 31 / 30) in thirds of the
+    slices from the top, and in the upper half a liver block on the subject's right and a spleen block on the left,
+    where the phantom has visceral fat or bowel; all under a flipped (LAS) affine, as a file may come."""
+    world_x = affine[0, 3] + affine[0, 0] * np.arange(tissue.shape[0])
+    right = (world_x > 0)[:, None, None]
+    codes = np.zeros(tissue.shape, np.int16)
+    codes[np.isin(tissue, (4, Tissue.LEFT_MULTIFIDUS))] = 86
+    codes[np.isin(tissue, (8, Tissue.RIGHT_MULTIFIDUS))] = 87
+    codes[tissue == 1], codes[tissue == 5] = 88, 89
+    codes[(tissue == Tissue.KIDNEY) & right], codes[(tissue == Tissue.KIDNEY) & ~right] = 2, 3
+    thirds = np.array_split(np.arange(tissue.shape[2])[::-1], 3)  # top third first
+    central = (np.abs(world_x) < 30)[:, None, None]
+    for code, slices in zip((32, 31, 30), thirds, strict=True):
+        band = np.zeros(tissue.shape, bool)
+        band[:, :, slices] = True
+        codes[(tissue == Tissue.MARROW) & central & band] = code
+    upper = np.zeros(tissue.shape, bool)
+    upper[:, :, tissue.shape[2] // 2 :] = True
+    soft = np.isin(tissue, (Tissue.VISCERAL_FAT, Tissue.BOWEL)) & upper
+    codes[soft & (world_x > 40)[:, None, None]] = 5
+    codes[soft & (world_x < -70)[:, None, None]] = 1
+    flipped = np.ascontiguousarray(codes[::-1])
+    las = affine.copy()
+    las[0, 0], las[0, 3] = -affine[0, 0], affine[0, 3] + affine[0, 0] * (tissue.shape[0] - 1)
+    nib.save(nib.Nifti1Image(flipped, las), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def organ_map(source, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tissue, affine = source
+    return write_organ_map(tissue, affine, tmp_path_factory.mktemp("organs") / "organs.nii.gz")

@@ -4,7 +4,8 @@ A phantom is an axial stack from about T12/L1 down to S1 on a RAS+ grid centred 
 and fat images and the in-phase (W + F) and opposed-phase (|W - F|) images made from them, the label image (the
 bundle's label map, ``scripts.labels``) and the tissue map it was drawn from (``tissue.nii.gz``, one integer per
 tissue, names in ``truth.json``), so that training can render the same anatomy with other contrasts
-(``scripts.tissue_contrast``). Images and labels come from one tissue map, so a label always lies on muscle signal.
+(``scripts.training.tissue_contrast``). Images and labels come from one tissue map, so a label always lies on
+muscle signal.
 Its muscles are procedural ellipses (``procedural_muscles``) or real shapes from a label map
 (``label_map_muscles``, ``--anatomy``).
 """

@@ -131,7 +131,8 @@ def paste_organs(
     """Draw the source's organs into every phantom slice whose vertebral level the source covers: each phantom
     voxel takes the organ (nearest neighbour) at the same level, at the same offset from the vertebral body's
     centre times ``scale`` (map mm per phantom mm). Only voxels inside the body and off the subcutaneous fat are
-    painted, and procedural kidneys in those slices give way to the source's; muscles and the spine come later. Returns the mask of the voxels painted.
+    painted, and procedural kidneys in those slices give way to the source's; muscles and the spine come later.
+    Returns the mask of the voxels painted.
     """
     low, high = source.level_range
     to_map = np.linalg.inv(source.affine)

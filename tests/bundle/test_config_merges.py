@@ -1,0 +1,140 @@
+"""Every documented merge of configs does what each of its parts promises: an overlay adds to the lists it extends
+(MONAI's ``+`` merge key) instead of replacing them, so no step of the base or of an earlier overlay is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+import torch
+import torch.distributed as dist
+from conftest import REPO, free_port
+from monai.bundle import ConfigParser, ConfigWorkflow
+
+# Each documented combination (README, docs/README.md, the MONAI Label app), base first.
+COMBINATIONS = [
+    ("train.yaml", "finetune.yaml"),
+    ("train.yaml", "multi_gpu_train.yaml"),
+    ("train.yaml", "finetune.yaml", "multi_gpu_train.yaml"),  # MONAI Label's multi-GPU training
+    ("train.yaml", "robust_train.yaml"),
+    ("train.yaml", "robust_train.yaml", "finetune.yaml"),
+    ("inference.yaml", "multi_gpu_inference.yaml"),
+    ("inference.yaml", "inference_ts.yaml"),
+    ("inference.yaml", "evaluate.yaml"),
+]
+# Lists an overlay replaces on purpose: its own augmentation, its own run steps.
+REPLACED = {("robust_train.yaml", "train#augmentation"), ("multi_gpu_train.yaml", "training")}
+
+
+def raw(name: str) -> dict:
+    return ConfigParser.load_config_file(REPO / "configs" / name)
+
+
+def merged(names: tuple[str, ...]) -> dict:
+    return ConfigParser.load_config_files([str(REPO / "configs" / n) for n in names])
+
+
+def list_of(config: dict, key: str):
+    value = config
+    for part in key.split("#"):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, list) else None
+
+
+def is_steps(value) -> bool:
+    """A list of steps (expressions, components or references to one), such as initialize, imports, handlers,
+    transforms."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, dict) or str(v).startswith(("$", "@")) for v in value)
+    )
+
+
+def step(entry) -> str:
+    return entry["_target_"] if isinstance(entry, dict) else entry
+
+
+@pytest.mark.parametrize(
+    "names", COMBINATIONS, ids=["+".join(n.removesuffix(".yaml") for n in c) for c in COMBINATIONS]
+)
+def test_each_merged_list_is_every_part_in_order(names: tuple[str, ...]):
+    config, expected = merged(names), {}
+    for position, name in enumerate(names):
+        for key, value in raw(name).items():
+            if not key.startswith("+") and not is_steps(value):
+                expected.pop(key, None)
+            elif key.startswith("+"):
+                expected.setdefault(key[1:], []).extend(value)
+            elif is_steps(value):
+                replaces = position > 0 and key in expected and (name, key) not in REPLACED
+                assert not replaces, f"{name} replaces the list {key} instead of adding to it (+{key})"
+                expected[key] = list(value)
+    assert any(key in expected for key in ("initialize", "imports"))
+    for key, entries in expected.items():  # compared by step: an overlay may still set a step's argument (#0#...)
+        assert [step(e) for e in list_of(config, key)] == [step(e) for e in entries], key
+
+
+def test_evaluation_runs_inference_post_processing_and_handlers_and_adds_scoring():
+    inference, evaluation = merged(("inference.yaml",)), merged(("inference.yaml", "evaluate.yaml"))
+    assert evaluation["postprocessing"] == inference["postprocessing"]
+    assert evaluation["preprocessing"] == inference["preprocessing"]
+    assert evaluation["handlers"][: len(inference["handlers"])] == inference["handlers"]
+    (scoring,) = evaluation["handlers"][len(inference["handlers"]) :]
+    assert (
+        scoring["_target_"] == "scripts.report.evaluation.EvaluationWriter" and scoring["noise_floor"] == "@noise_floor"
+    )
+    assert evaluation["datalist_section"] == "validation" and "label" in evaluation["case_keys"]
+
+
+def test_multi_gpu_fine_tuning_starts_from_the_given_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """train + finetune + multi_gpu_train (one process, gloo): the data-parallel network holds the given weights."""
+    network = ConfigParser({"n": raw("train.yaml")["network_def"]}).get_parsed_content("n")
+    torch.manual_seed(1)
+    weights = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in network.state_dict().items()}
+    torch.save(weights, tmp_path / "given.pt")
+    for variable, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(variable, value)
+    for variable in ("RANK", "LOCAL_RANK"):
+        monkeypatch.setenv(variable, "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    workflow = ConfigWorkflow(
+        config_file=[str(REPO / "configs" / n) for n in ("train.yaml", "finetune.yaml", "multi_gpu_train.yaml")],
+        workflow_type="train",
+        bundle_root=str(REPO),
+        output_dir=str(tmp_path),
+        pretrained_ckpt=str(tmp_path / "given.pt"),
+        spacing=[3.75, 3.75, 7.8],
+    )
+    try:
+        workflow.initialize()
+        assert dist.is_initialized()
+        ddp = workflow.parser.get_parsed_content("network")
+        assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel)
+        for name, value in ddp.module.state_dict().items():
+            assert torch.equal(value.cpu(), weights[name]), name
+    finally:
+        workflow.finalize()
+    assert not dist.is_initialized()
+
+
+def test_case_outputs_off_returns_the_label_and_writes_nothing(tmp_path: Path):
+    """What the MONAI Label app runs (``case_outputs: false``): a scan without a datalist id goes through inference's
+    pre- and post-processing to a label on its own grid, and no file is written."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "configs" / "inference.yaml"))
+    parser.read_meta(str(REPO / "configs" / "metadata.json"))
+    parser.update({"bundle_root": str(REPO), "output_dir": str(tmp_path), "case_outputs": False, "flip_tta": False})
+    pre, post = parser.get_parsed_content("preprocessing"), parser.get_parsed_content("postprocessing")
+    writer = parser.get_parsed_content("case_writer")
+    steps = [type(t).__name__ for t in pre.transforms + post.transforms + writer.transform.transforms]
+    assert not {"CaseIdToMetad", "MuscleConfidenced", "SaveSegmentationd", "CaseReportd"} & set(steps)
+    case = pre({"image": str(REPO / "sample" / "sub01" / "inphase.nii.gz")})
+    with torch.no_grad():
+        case["pred"] = parser.get_parsed_content("network")(case["image"][None])[0]
+    label = post(case)["pred"]
+    assert label.shape[1:] == nib.load(REPO / "sample" / "sub01" / "inphase.nii.gz").shape
+    assert not list(tmp_path.iterdir())
