@@ -11,15 +11,19 @@ evaluation (``configs/evaluate.yaml``, Dice on each scan's own grid):
   ``--phantom_shape``, ``--phantom_spacing``), all eight muscles scored;
 - anatomy phantoms built around real muscle label maps kept out of training (``--heldout_maps``, default
   ``lumbar_a`` of ../shared/data/anatomy; same seed and grid as the phantoms above), the muscles each map holds
-  scored (no iliacus in the 8-label maps).
+  scored (no iliacus in the 8-label maps);
+- the same held-out maps cut to the upper field of view (T11-L2) with real organs pasted from ``--organs``
+  (default ../shared/data/organs/upper_abdomen_ct.nii.gz): where the network confused psoas, iliacus and quadratus
+  lumborum with liver, spleen and kidneys. Besides Dice (iliacus is ruled out there, so any is wrong), the share of
+  predicted psoas, iliacus and QL voxels that lie inside a solid organ of the phantom's tissue map.
 
 Writes to ``--output_dir``: the test set (``data/``), one evaluation per model and option (``eval/``),
-``generalization.csv`` (one row per model, option, test scan and muscle) and ``generalization.md`` (one row per
-model and option), which it also prints.
+``generalization.csv`` (one row per model, option, test scan and muscle), ``organs.csv`` (one row per model, option
+and T11-L2 case) and ``generalization.md`` (one row per model and option), which it also prints.
 
     python -m scripts.tools.generalization --model shipped models/model.pt [--model NAME CKPT ...]
         [--options none largest flip largest+flip] [--spacing 3.75 3.75 7.8] [--output_dir generalization]
-        [--heldout_maps MAP ...]
+        [--heldout_maps MAP ...] [--organs MAP]
 """
 
 from __future__ import annotations
@@ -40,11 +44,15 @@ from tqdm import tqdm
 from scripts import BUNDLE_ROOT
 from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.labels import ABBREVIATIONS
-from scripts.phantom import make_phantom, write_phantom
+from scripts.phantom import Tissue, make_phantom, write_phantom
 
 REAL_DIR = BUNDLE_ROOT.parent / "shared" / "data" / "TUM02"
 REAL_LABEL = "label_es_mf.nii.gz"
 HELDOUT_MAPS = (BUNDLE_ROOT.parent / "shared" / "data" / "anatomy" / "lumbar_a.nii.gz",)
+ORGANS = BUNDLE_ROOT.parent / "shared" / "data" / "organs" / "upper_abdomen_ct.nii.gz"
+SOLID_ORGANS = (Tissue.LIVER, Tissue.SPLEEN, Tissue.KIDNEY)
+NOT_ON_ORGANS = (1, 2, 3, 5, 6, 7)  # psoas, iliacus, quadratus lumborum
+UPPER = "upper_"  # id prefix of the held-out maps cut to T11-L2 with organs
 # TUM02's label_map and annotated muscles, as the robust training recipe declares them.
 REAL_CASE = ConfigParser.load_config_file(BUNDLE_ROOT / "configs" / "robust_train.yaml")["real_case"]
 CONTRASTS = ("inphase", "water", "fat", "opposed", "remapped")
@@ -78,6 +86,7 @@ def build_test_set(
     phantom_spacing: Sequence[float],
     n_phantoms: int,
     heldout_maps: Sequence[Path] = (),
+    organs: Path | None = None,
 ) -> Path:
     """Write the test images and a datalist whose ``validation`` section lists them all; returns the datalist."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -99,12 +108,18 @@ def build_test_set(
                     "annotated": REAL_CASE["annotated"],
                 }
             )
-    cases = [(f"phantom{i:02d}", None, i) for i in range(1, n_phantoms + 1)]
-    cases += [
-        (f"map_{Path(m).name.split('.')[0]}_{i:02d}", m, i) for m in heldout_maps for i in range(1, n_phantoms + 1)
-    ]
-    for case_id, anatomy, i in cases:
-        phantom = make_phantom(phantom_shape, phantom_spacing, seed=phantom_seed * 1000 + i, anatomy=anatomy)
+    full = {"organs": None, "fov": "full"}
+    cases = [(f"phantom{i:02d}", None, i, full) for i in range(1, n_phantoms + 1)]
+    for prefix, options in (("map_", full), (UPPER, {"organs": organs, "fov": "upper"})):
+        if prefix == UPPER and organs is None:
+            continue
+        cases += [
+            (f"{prefix}{Path(m).name.split('.')[0]}_{i:02d}", m, i, options)
+            for m in heldout_maps
+            for i in range(1, n_phantoms + 1)
+        ]
+    for case_id, anatomy, i, options in cases:
+        phantom = make_phantom(phantom_shape, phantom_spacing, seed=phantom_seed * 1000 + i, anatomy=anatomy, **options)
         write_phantom(phantom, data_dir / case_id)
         entries.append({"id": case_id, **{k: f"{case_id}/{k}.nii.gz" for k in ("water", "fat", "label")}})
         entries[-1]["image"] = f"{case_id}/inphase.nii.gz"
@@ -153,9 +168,26 @@ def read_dice(evaluation_csv: Path) -> list[dict]:
     ]
 
 
-def summary_row(rows: Sequence[dict]) -> dict[str, str]:
+def organ_overlap(eval_dir: Path, data_dir: Path) -> list[dict]:
+    """Per upper-field case: predicted psoas, iliacus and QL voxels, how many of them lie inside a solid organ
+    (liver, spleen, kidney) of the phantom's tissue map, and predicted iliacus voxels (none belong there)."""
+    rows = []
+    for tissue_file in sorted(data_dir.glob(f"{UPPER}*/tissue.nii.gz")):
+        case_id = tissue_file.parent.name
+        seg = np.asarray(nib.load(eval_dir / case_id / f"{case_id}_seg.nii.gz").dataobj)
+        predicted = np.isin(seg, NOT_ON_ORGANS)
+        inside = predicted & np.isin(np.asarray(nib.load(tissue_file).dataobj), SOLID_ORGANS)
+        rows.append(
+            {"id": case_id, "muscle_voxels": int(predicted.sum()), "in_organs": int(inside.sum()),
+             "iliacus_voxels": int(np.isin(seg, (2, 6)).sum())}
+        )  # fmt: skip
+    return rows
+
+
+def summary_row(rows: Sequence[dict], organ_rows: Sequence[dict] = ()) -> dict[str, str]:
     """The table cells of one model and option: ES+M Dice left / right per real contrast, the in-phase fat-fraction
-    error, and the mean Dice per muscle (both sides) over the new phantoms."""
+    error, the mean Dice per muscle (both sides) over the new phantoms and, for the held-out maps cut to T11-L2,
+    the share of predicted psoas, iliacus and QL voxels inside solid organs and the iliacus voxels found."""
     by_key = {(r["id"], r["muscle"]): r for r in rows}
     left, right = ABBREVIATIONS[4], ABBREVIATIONS[8]
     cells = {}
@@ -164,7 +196,7 @@ def summary_row(rows: Sequence[dict]) -> dict[str, str]:
         cells[contrast] = " / ".join(f"{p['dice']:.2f}" for p in pair) if all(pair) else "–"
     pair = [by_key.get(("real_inphase", side)) for side in (left, right)]
     cells["inphase FF error (pp)"] = " / ".join(f"{p['ff_diff_pp']:+.1f}" for p in pair) if all(pair) else "–"
-    for prefix, column in (("phantom", "phantoms"), ("map_", "held-out map")):
+    for prefix, column in (("phantom", "phantoms"), ("map_", "held-out map"), (UPPER, "T11-L2")):
         phantom_rows = [r for r in rows if r["id"].startswith(prefix)]
         for group, labels in GROUPS.items():
             names = {ABBREVIATIONS[m] for m in labels}
@@ -172,6 +204,10 @@ def summary_row(rows: Sequence[dict]) -> dict[str, str]:
             cells[f"{column} {group}"] = f"{np.mean(values):.2f}" if values else "–"
         values = [r["dice"] for r in phantom_rows]
         cells[f"{column} min"] = f"{np.min(values):.2f}" if values else "–"
+    found = sum(r["muscle_voxels"] for r in organ_rows)
+    in_organs = sum(r["in_organs"] for r in organ_rows)
+    cells["T11-L2 P+I+QL in organs"] = f"{100 * in_organs / found:.1f} %" if found else "–"
+    cells["T11-L2 I voxels"] = str(sum(r["iliacus_voxels"] for r in organ_rows)) if organ_rows else "–"
     return cells
 
 
@@ -194,16 +230,22 @@ def run(
     phantom_spacing: Sequence[float],
     n_phantoms: int,
     heldout_maps: Sequence[Path] = (),
+    organs: Path | None = None,
 ) -> str:
-    """Build the test set, evaluate every model with every option, write the CSV and table; returns the table."""
+    """Build the test set, evaluate every model with every option, write the CSVs and table; returns the table."""
     data_dir = output_dir / "data"
-    build_test_set(data_dir, real_dir, phantom_seed, phantom_shape, phantom_spacing, n_phantoms, heldout_maps)
-    long_rows, table = [], {}
+    build_test_set(data_dir, real_dir, phantom_seed, phantom_shape, phantom_spacing, n_phantoms, heldout_maps, organs)
+    long_rows, organ_long_rows, table = [], [], {}
     runs = [(name, ckpt, option) for name, ckpt in models for option in options]
     for name, ckpt, option in tqdm(runs, desc="evaluations", unit="run"):
-        rows = read_dice(evaluate(ckpt, data_dir, output_dir / "eval" / f"{name}_{option}", spacing, OPTIONS[option]))
+        eval_dir = output_dir / "eval" / f"{name}_{option}"
+        rows = read_dice(evaluate(ckpt, data_dir, eval_dir, spacing, OPTIONS[option]))
+        organ_rows = organ_overlap(eval_dir, data_dir)
         long_rows += [{"model": name, "option": option, **r} for r in rows]
-        table[f"{name} / {option}"] = summary_row(rows)
+        organ_long_rows += [{"model": name, "option": option, **r} for r in organ_rows]
+        table[f"{name} / {option}"] = summary_row(rows, organ_rows)
+    if organ_long_rows:
+        write_csv_atomically(output_dir / "organs.csv", organ_long_rows, list(organ_long_rows[0]))
     write_csv_atomically(
         output_dir / "generalization.csv",
         long_rows,
@@ -232,6 +274,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--heldout_maps", type=Path, nargs="*", default=[m for m in HELDOUT_MAPS if m.is_file()],
         help="anatomy maps no training used (default: lumbar_a, where ../shared is)",
     )  # fmt: skip
+    parser.add_argument(
+        "--organs", type=Path, default=ORGANS if ORGANS.is_file() else None,
+        help="organ map pasted into the held-out maps cut to T11-L2 (default: ../shared's; none: no such cases)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     for name, ckpt in args.model:
         if not Path(ckpt).is_file():
@@ -252,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(
             models, args.options, args.output_dir, args.spacing, real_dir,
             args.phantom_seed, args.phantom_shape, args.phantom_spacing, args.n_phantoms, args.heldout_maps,
+            args.organs,
         )  # fmt: skip
     )
 

@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 from conftest import SMALL_SHAPE, SMALL_SPACING, read_csv, run_module
 
-from scripts.phantom import make_phantom
-from scripts.tools.generalization import CONTRASTS, real_contrasts, summary_row
+from scripts.phantom import Tissue, make_phantom
+from scripts.tools.generalization import CONTRASTS, organ_overlap, real_contrasts, summary_row
 
 
 def test_contrasts_are_made_from_water_and_fat():
@@ -71,3 +71,24 @@ def test_held_out_map_phantoms_have_columns_of_their_own():
     assert cells["phantoms P"] == "0.90" and cells["held-out map P"] == "0.40"
     assert cells["held-out map QL"] == "0.20" and cells["held-out map min"] == "0.20"
     assert cells["held-out map I"] == "–"
+
+
+def test_upper_field_counts_muscle_voxels_inside_solid_organs(tmp_path: Path):
+    """On a T11-L2 case the share of predicted psoas, iliacus and QL voxels that lie inside liver, spleen or kidney
+    of the phantom's own tissue map, and any iliacus found, are counted from the written segmentation."""
+    data_dir, eval_dir = tmp_path / "data", tmp_path / "eval"
+    tissue = np.zeros((10, 10, 4), np.uint8)
+    tissue[:5] = Tissue.LIVER
+    seg = np.zeros_like(tissue)
+    seg[3:7, 0] = 5  # right psoas: 4 x 4 voxels, half of them (x 3-4) on the liver
+    seg[9, 9, 0] = 2  # one voxel of left iliacus, off the organs
+    seg[0, 9] = 4  # ES+M on the liver: not a muscle that is counted
+    case = "upper_lumbar_a_01"
+    for folder, name, array in ((data_dir / case, "tissue", tissue), (eval_dir / case, f"{case}_seg", seg)):
+        folder.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(array, np.eye(4)), folder / f"{name}.nii.gz")
+    rows = organ_overlap(eval_dir, data_dir)
+    assert rows == [{"id": case, "muscle_voxels": 17, "in_organs": 8, "iliacus_voxels": 1}]
+    cells = summary_row([], rows)
+    assert cells["T11-L2 P+I+QL in organs"] == "47.1 %" and cells["T11-L2 I voxels"] == "1"
+    assert summary_row([])["T11-L2 I voxels"] == "–"
