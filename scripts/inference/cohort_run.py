@@ -111,7 +111,7 @@ class FailureReport:
     segmented and how many failed. With several ranks, rank 0 clears, logs and writes, and every rank raises.
 
     When cases fail, the loader runs out before the epoch length (the number of cases); the epoch ends there, and
-    the engine's data are replaced by none, where Ignite would otherwise start the loader again (segmenting cases
+    the engine's data are replaced by an empty list, where Ignite would otherwise start the loader again (segmenting cases
     twice, or its workers reading the first cases, and recording their failures, a second time).
     """
 
@@ -139,6 +139,7 @@ class FailureReport:
 
     @staticmethod
     def stop_reading(engine: Engine) -> None:
+        """End the epoch where the loader ran out, and give the engine nothing more to read (see the class)."""
         engine.terminate_epoch()
         engine.set_data([])
 
