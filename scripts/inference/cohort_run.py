@@ -111,8 +111,8 @@ class FailureReport:
     segmented and how many failed. With several ranks, rank 0 clears, logs and writes, and every rank raises.
 
     When cases fail, the loader runs out before the epoch length (the number of cases); the epoch ends there, and
-    the engine's data are replaced by an empty list, where Ignite would otherwise start the loader again (segmenting cases
-    twice, or its workers reading the first cases, and recording their failures, a second time).
+    the engine's data are replaced by an empty list, where Ignite would otherwise start the loader again
+    (segmenting cases twice, or its workers reading the first cases, and recording their failures, a second time).
     """
 
     def __init__(self, output_dir: str, cases: int) -> None:
