@@ -6,7 +6,7 @@ is what inference, evaluation and the reports read images with.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,14 @@ import torch
 from monai.transforms import LoadImaged
 from monai.utils import PostFix
 
-from scripts.data.geometry import spacing_and_direction
+from scripts.data.geometry import closest_array_axis, spacing_and_direction
 from scripts.data.gzip_reading import use_isal_for_reading
 from scripts.errors import InputError
 
 ORTHONORMAL_TOL = 1e-3
+CONVERT_AGAIN = "convert the scan again from its DICOM series (dcm2niix, say), or give the DICOM folder itself"
+SHORT_FIELD_OF_VIEW_MM = 50.0  # along the spine: about two lumbar vertebrae with their discs
+COARSER_THAN_TRAINED = 2.0  # a voxel this many times the trained voxel size along an axis is far from it
 use_isal_for_reading()
 
 
@@ -47,33 +50,79 @@ def dicom_folder_problem(folder: str | Path) -> str | None:
 
 
 def image_problem(data: torch.Tensor | np.ndarray, affine: np.ndarray) -> str | None:
-    """What makes an image unusable, or None: ``data`` (channel first) not one 3-D volume, not finite, empty, or
-    a voxel-to-world ``affine`` whose axes are not orthonormal (a sheared or broken header). The one check for
-    images loaded by MONAI (``CheckedLoadImaged``) and by SimpleITK (``sitk_image_problem``, cohort preparation).
-    NumPy only: cohort preparation runs it in forked worker processes, where PyTorch's thread pool can hang."""
+    """What makes an image unusable and what to do about it, or None: ``data`` (channel first) not one 3-D volume,
+    not finite, of one value throughout (all zero, say), or a voxel-to-world ``affine`` whose axes are not
+    orthonormal (a sheared or broken header). The one check for images loaded by MONAI (``CheckedLoadImaged``)
+    and by SimpleITK (``sitk_image_problem``, cohort preparation). NumPy only: cohort preparation runs it in forked
+    worker processes, where PyTorch's thread pool can hang."""
     data = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
     spatial = tuple(data.shape[1:])
     if data.ndim != 4 or data.shape[0] != 1:
         shape = spatial if data.shape[0] == 1 else (*spatial, data.shape[0])
-        return f"has shape {shape} ({len(shape)}-D); expected one 3-D volume (X, Y, Z)"
+        return (
+            f"has shape {shape} ({len(shape)}-D); expected one 3-D volume (X, Y, Z): give the scan as one volume "
+            "with all its slices (one echo, one time point)"
+        )
     if problem := nonfinite_problem(data):
         return problem
-    if not data.any():
-        return "is all zero"
+    if (lowest := data.min()) == data.max():
+        held = "is all zero" if lowest == 0 else f"holds the one value {lowest:g} in every voxel"
+        return f"{held}: there is no anatomy to segment in it; check that this is the scan you meant to give"
     linear = np.asarray(affine, np.float64)[:3, :3]
     if (np.linalg.norm(linear, axis=0) <= 0).any():
-        return f"has a voxel size of zero in its header (affine {linear.tolist()})"
+        return f"has a voxel size of zero in its header (affine {linear.tolist()}); {CONVERT_AGAIN}"
     _, direction = spacing_and_direction(affine)
     deviation = float(np.abs(direction.T @ direction - np.eye(3)).max())
     if deviation > ORTHONORMAL_TOL:
-        return f"has a direction matrix whose axes are not orthonormal (off by {deviation:.3g}): a sheared header"
+        return (
+            f"has a direction matrix whose axes are not orthonormal (off by {deviation:.3g}): a sheared header, "
+            f"which places the voxels nowhere in the body; {CONVERT_AGAIN}"
+        )
     return None
 
 
 def nonfinite_problem(data: np.ndarray) -> str | None:
-    """How many voxels of ``data`` are NaN or infinite, when any are."""
+    """How many voxels of ``data`` are NaN or infinite, when any are, and what to do about it."""
     bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-    return f"contains {bad} NaN or infinite voxels" if bad else None
+    if not bad:
+        return None
+    if bad == data.size:
+        return f"contains {bad} NaN or infinite voxels, every voxel: it holds no image; {CONVERT_AGAIN}"
+    return (
+        f"contains {bad} NaN or infinite voxels (of {data.size}); set them to 0 if they lie outside the body, else "
+        + CONVERT_AGAIN
+    )
+
+
+def unusual_input_notes(shape: Sequence[int], affine: np.ndarray, trained_spacing: Sequence[float] | None) -> list[str]:
+    """What is unusual but allowed about an image of ``shape`` on the voxel-to-world ``affine``, each a sentence
+    that says to check its segmentation: one slice (the 3-D network sees nothing above or below it); else a field
+    of view along the spine (world S–I) under ``SHORT_FIELD_OF_VIEW_MM``; and voxels more than
+    ``COARSER_THAN_TRAINED`` times the ``trained_spacing`` (RAS x, y, z; the weights' model card) along some world
+    axis. Finer voxels are not noted: they are resampled to the trained voxel size, as in training."""
+    spacing, _ = spacing_and_direction(affine)
+    notes = []
+    along = [closest_array_axis(affine, world) for world in range(3)]  # the array axis of world x, y, z
+    if min(shape) == 1:
+        notes.append(
+            f"has one slice ({' x '.join(map(str, shape))} voxels); the 3-D network sees nothing above or below it: "
+            "check every muscle of its segmentation"
+        )
+    elif (length := shape[along[2]] * spacing[along[2]]) < SHORT_FIELD_OF_VIEW_MM:
+        notes.append(
+            f"covers {length:.0f} mm along the spine, under about {SHORT_FIELD_OF_VIEW_MM:.0f} mm: the network was "
+            "trained on longer fields of view; check its segmentation"
+        )
+    if trained_spacing is not None:
+        ratio = np.asarray([spacing[a] for a in along]) / np.asarray(trained_spacing, np.float64)
+        if (ratio > COARSER_THAN_TRAINED).any():
+            sizes = " x ".join(f"{spacing[a]:.3g}" for a in along)
+            trained = " x ".join(f"{size:.3g}" for size in trained_spacing)
+            notes.append(
+                f"has voxels of {sizes} mm (x, y, z), over {COARSER_THAN_TRAINED:g} times the {trained} mm the weights "
+                "were trained at along some axis: detail the network learned from is missing; check its segmentation"
+            )
+    return notes
 
 
 def nifti_voxel_problem(path: str | Path) -> str | None:
@@ -115,7 +164,8 @@ class CheckedLoadImaged(LoadImaged):
                 loaded = self._loader(path, reader)
             except Exception as error:  # any reader failure: name the file, keep the reader's words
                 raise InputError(
-                    f"{key} {path}: cannot be read as an image ({type(error).__name__}: {error})"
+                    f"{key} {path}: cannot be read as an image ({type(error).__name__}: {error}); give a NIfTI file "
+                    "(.nii, .nii.gz) or a DICOM series folder"
                 ) from error
             d[key] = loaded if self._loader.image_only else loaded[0]
             if not self._loader.image_only:

@@ -4,8 +4,8 @@
   outputs of a different run (other weights or settings) is refused unless ``overwrite``;
 - ``FaultTolerantCases``: yields each preprocessed case; a case that cannot be read or
   checked is recorded as a failure instead of stopping the cohort;
-- ``FailureReport``: writes ``<output_dir>/failures.csv`` at the end and fails the run
-  (non-zero exit) when any case failed.
+- ``FailureReport``: at the end, one line per failed case and ``<output_dir>/failures.csv``; then, as the
+  command's last step, it fails the run (non-zero exit) with a summary when any case failed.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.distributed import barrier, is_main_process
-from scripts.errors import InputError
+from scripts.errors import InputError, plain_reason, traceback_wanted
 
 logger = logging.getLogger(__name__)
 OUTPUT_SUFFIXES = ("_seg.nii.gz", "_metrics.json", "_slices.csv", "_qc.png")
 RUN_FILE = "run.json"
 FAILURES_DIR = ".failures"
+FAILURES_CSV = "failures.csv"
 
 
 def case_outputs(output_dir: Path, case_id: str) -> list[Path]:
@@ -74,10 +75,11 @@ def cases_to_run(
 class FaultTolerantCases(IterableDataset):
     """The cases of ``data`` after ``transform``, skipping (and recording) each case that fails.
 
-    A case whose files cannot be read or fail the input checks is logged and written to
-    ``<output_dir>/.failures/<id>.txt`` (from any loader worker), and the cohort goes on.
-    MONAI's datasets stop the whole run at the first bad case, hence this dataset. With
-    several loader workers, each takes every n-th case.
+    A case whose files cannot be read or fail the input checks is written, with its reason in plain words
+    (``scripts.errors.plain_reason``), to ``<output_dir>/.failures/<id>.txt`` (from any loader worker), and the
+    cohort goes on; ``FailureReport`` tells the user at the end. With ``LUMBAR_TRACEBACK=1`` the failure is also
+    logged here, with its traceback. MONAI's datasets stop the whole run at the first bad case, hence this dataset.
+    With several loader workers, each takes every n-th case.
     """
 
     def __init__(self, data: Sequence[dict], transform: Callable, output_dir: str | Path) -> None:
@@ -92,49 +94,75 @@ class FaultTolerantCases(IterableDataset):
             try:
                 yield self.transform(entry)
             except Exception as error:  # a bad case must not stop the cohort
-                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-                cause = error.__cause__ or error
-                reason = f"{reason} ({cause})" if cause is not error and str(cause) not in reason else reason
-                logger.error("case %s failed: %s", entry.get("id"), reason)
+                reason = plain_reason(error)
+                if traceback_wanted():
+                    logger.error("%s not segmented: %s", entry.get("id"), reason, exc_info=error)
                 self.failures.mkdir(parents=True, exist_ok=True)
                 (self.failures / f"{entry.get('id')}.txt").write_text(reason, encoding="utf-8")
 
 
 class FailureReport:
-    """Clear old failure records when inference starts; at its end write ``failures.csv`` (id, reason) and
-    raise if any case failed, so the command exits non-zero after the other cases are done. With several ranks,
-    rank 0 clears and writes, and every rank raises.
+    """Tell the user which cases failed and why, after every other case is done, and fail the command for them.
 
-    When cases fail, the loader runs out before the epoch length (the number of cases); the epoch
-    ends there, where Ignite would otherwise start the loader again and segment cases twice.
+    When inference starts, old failure records are cleared. At its end, each failed case gets one line in the log
+    (``<id> not segmented: <reason>``) and a row of ``<output_dir>/failures.csv`` (id, reason); then
+    ``raise_if_failed``, the command's last step, raises an ``InputError`` (the command exits non-zero, with no
+    traceback) whose message is the reason, for a run of one case, else how many of the run's ``cases`` were
+    segmented and how many failed. With several ranks, rank 0 clears, logs and writes, and every rank raises.
+
+    When cases fail, the loader runs out before the epoch length (the number of cases); the epoch ends there, and
+    the engine's data are replaced by an empty list, where Ignite would otherwise start the loader again
+    (segmenting cases twice, or its workers reading the first cases, and recording their failures, a second time).
     """
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, cases: int) -> None:
         self.output_dir = Path(output_dir)
+        self.cases = cases
+        self.failed: dict[str, str] = {}
+
+    @property
+    def path(self) -> Path:
+        return self.output_dir / FAILURES_CSV
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.clear)
-        engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, lambda e: e.terminate_epoch())
+        engine.add_event_handler(Events.DATALOADER_STOP_ITERATION, self.stop_reading)
         engine.add_event_handler(Events.COMPLETED, self.report)
 
     def clear(self, _: Engine) -> None:
+        self.failed = {}
         if is_main_process():
             for record in (self.output_dir / FAILURES_DIR).glob("*.txt"):
                 record.unlink()
-            (self.output_dir / "failures.csv").unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
         barrier()  # no rank records a failure before the old ones are gone
+
+    @staticmethod
+    def stop_reading(engine: Engine) -> None:
+        """End the epoch where the loader ran out, and give the engine nothing more to read (see the class)."""
+        engine.terminate_epoch()
+        engine.set_data([])
 
     def report(self, _: Engine) -> None:
         barrier()  # every rank's failures are recorded
-        records = sorted((self.output_dir / FAILURES_DIR).glob("*.txt"))
-        if not records:
+        self.failed = {
+            r.stem: r.read_text(encoding="utf-8") for r in sorted((self.output_dir / FAILURES_DIR).glob("*.txt"))
+        }
+        if not self.failed or not is_main_process():
             return
-        path = self.output_dir / "failures.csv"
-        if not is_main_process():
-            raise InputError(f"{len(records)} case(s) failed; reasons in {path}")
+        write_csv_atomically(self.path, [{"id": case_id, "reason": reason} for case_id, reason in self.failed.items()])
+        if self.cases > 1:  # one case: its reason is the run's last word (raise_if_failed)
+            for case_id, reason in self.failed.items():
+                logger.error("%s not segmented: %s", case_id, reason)
 
-        write_csv_atomically(path, [{"id": r.stem, "reason": r.read_text(encoding="utf-8")} for r in records])
+    def raise_if_failed(self) -> None:
+        """End the command with an error when any case failed (see the class)."""
+        if not self.failed:
+            return
+        if self.cases == 1:
+            raise InputError(next(iter(self.failed.values())))
         raise InputError(
-            f"{len(records)} case(s) failed ({', '.join(r.stem for r in records)}); the other cases were segmented. "
-            f"The reason for each is in {path}; mend those cases and run the same command again to finish them."
+            f"{self.cases - len(self.failed)} of {self.cases} scans segmented, {len(self.failed)} not: the reason "
+            f"for each is above and in {self.path}. Mend those scans and run the same command again; it segments "
+            "only the scans not done yet."
         )

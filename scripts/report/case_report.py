@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.data.datalist import IMAGE_KEYS, load_cohort
-from scripts.data.image_checks import CheckedLoadImaged
+from scripts.data.image_checks import CheckedLoadImaged, unusual_input_notes
 from scripts.data.transforms import MapLabelsd, MatchCaseGeometryd
 from scripts.distributed import barrier, is_main_process
 from scripts.report.confidence import NOT_FOUND, muscle_confidence
@@ -54,6 +54,7 @@ def write_case_report(
     images: Mapping[str, np.ndarray | None],
     noise_floor: float = DEFAULT_NOISE_FLOOR,
     confidence: Mapping[str, dict] | None = None,
+    notes: Sequence[str] = (),
 ) -> dict:
     """Measure ``label`` (3-D, this bundle's label values) on its grid and write the case's three files.
 
@@ -62,12 +63,13 @@ def write_case_report(
     is null with a note. The QC picture shows the in-phase image (water + fat without it).
     ``confidence``: per muscle abbreviation, ``scripts.report.confidence.muscle_confidence`` of the
     prediction (inference computes it on the network's grid); without it, it is computed from
-    ``label`` alone (anatomy and largest piece).
+    ``label`` alone (anatomy and largest piece). ``notes``: sentences on what is unusual about the input
+    (``scripts.data.image_checks.unusual_input_notes``), kept as the report's ``notes``.
     """
     case_dir = Path(output_dir) / case_id
     fat_fraction, note = fat_fraction_map(**{k: images.get(k) for k in DIXON_KEYS}, noise_floor=noise_floor)
     measured = measure(label, affine, fat_fraction)
-    report = {"id": case_id, "noise_floor": noise_floor} | muscle_report(measured, note)
+    report = {"id": case_id, "notes": list(notes), "noise_floor": noise_floor} | muscle_report(measured, note)
     if confidence is None:
         confidence = muscle_confidence(label, affine)
     for name, entry in report["muscles"].items():  # one found on the network's grid may vanish on the input grid
@@ -124,16 +126,24 @@ class CaseReportd(MapTransform):
     Reads the case's ``id``, its Dixon images as loaded (``water``, ``fat``, ``inphase``,
     ``outphase``, where present) and the muscle confidence ``confidence_key`` left by
     ``scripts.report.confidence.MuscleConfidenced`` (computed from the segmentation alone where absent);
-    the data are not changed.
+    the data are not changed. What is unusual about the input grid (``unusual_input_notes``: one slice, a short
+    field of view, voxels far coarser than the weights' ``spacing``) is logged as a warning and written to the
+    report's ``notes``.
     """
 
     def __init__(
-        self, keys: str, output_dir: str, noise_floor: float = DEFAULT_NOISE_FLOOR, confidence_key: str = "confidence"
+        self,
+        keys: str,
+        output_dir: str,
+        noise_floor: float = DEFAULT_NOISE_FLOOR,
+        confidence_key: str = "confidence",
+        spacing: Sequence[float] | None = None,
     ) -> None:
         super().__init__(keys)
         self.output_dir = output_dir
         self.noise_floor = noise_floor
         self.confidence_key = confidence_key
+        self.spacing = spacing
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -143,9 +153,11 @@ class CaseReportd(MapTransform):
             images = {k: as_volume(d.get(k)) for k in DIXON_KEYS}
             case_id = str(d["id"])
             confidence = d.get(self.confidence_key)
-            write_case_report(
-                self.output_dir, case_id, label, seg.affine.cpu().numpy(), images, self.noise_floor, confidence
-            )
+            affine = seg.affine.cpu().numpy()
+            notes = unusual_input_notes(label.shape, affine, self.spacing)
+            for note in notes:
+                logger.warning("%s: the scan %s", case_id, note)
+            write_case_report(self.output_dir, case_id, label, affine, images, self.noise_floor, confidence, notes)
             logger.info(
                 "%s: segmentation, report and QC picture written to %s", case_id, Path(self.output_dir) / case_id
             )

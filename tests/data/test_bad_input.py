@@ -58,8 +58,9 @@ def test_truncated_nifti_names_the_file(tmp_path: Path):
         (np.where(volume() > 0.5, np.nan, volume()), r"contains \d+ NaN or infinite voxels"),
         (np.where(volume() > 0.9, np.inf, volume()), r"contains \d+ NaN or infinite voxels"),
         (np.zeros((8, 8, 4), np.float32), "is all zero"),
+        (np.full((8, 8, 4), 5, np.float32), "holds the one value 5 in every voxel: there is no anatomy to segment"),
     ],
-    ids=["2d", "4d", "nan", "inf", "all-zero"],
+    ids=["2d", "4d", "nan", "inf", "all-zero", "constant"],
 )
 def test_unusable_images_are_refused_naming_file_and_problem(tmp_path: Path, data: np.ndarray, message: str):
     path = nifti(tmp_path / "bad.nii.gz", data)
@@ -173,7 +174,7 @@ def test_one_unreadable_case_fails_alone(cohort: Path, trained: Path, tmp_path: 
     assert [r["id"] for r in rows] == ["broken"] and "cannot be read as an image" in rows[0]["reason"]
     assert not (tmp_path / "out" / "broken").exists()
     assert [r["id"] for r in read_csv(tmp_path / "out" / "metrics.csv")] == ["sub05", "sub06"]
-    assert "ERROR: 1 case(s) failed (broken)" in result.stderr
+    assert "ERROR: 2 of 3 scans segmented, 1 not: the reason for each is above" in result.stderr
     # Each good case segmented once, and the progress bar counted against the three cases.
     output = result.stdout + result.stderr
     assert [output.count(f"{case}: segmentation, report and QC picture written") for case in ("sub05", "sub06")] == [
