@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.bundle import ConfigComponent, ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigComponent, ConfigParser, ConfigWorkflow, ReferenceResolver
 from monai.bundle import scripts as bundle_commands
 from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS, ID_SEP_KEY, MERGE_KEY
 from monai.utils.module import locate
@@ -122,10 +122,10 @@ def one_of(*choices: str) -> Rule:
     return Rule(" or ".join(repr(c) for c in choices), _accept(lambda v: v in choices))
 
 
-def three_sizes(example: str, recorded: bool = False) -> Rule:
-    """Three lengths in mm, each above 0, as a list."""
+def three_sizes(what: str, example: str, recorded: bool = False) -> Rule:
+    """Three lengths in mm (``what``: "voxel sizes"), each above 0, as a list."""
     ok = _accept(lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_number(s) and s > 0 for s in v))
-    return Rule(f"3 sizes in mm, each above 0, such as {example}", lambda v: list(ok(v)), recorded)
+    return Rule(f"3 {what} in mm, each above 0, such as {example}", lambda v: list(ok(v)), recorded)
 
 
 def patch(recorded: bool = False) -> Rule:
@@ -148,7 +148,10 @@ WHOLE_NUMBERS = Rule(
 
 
 def _device(value: Any) -> Any:
-    torch.device(value)  # raises for anything but a device or its name: cpu, cuda, cuda:1, ...
+    try:
+        torch.device(value)  # anything but a device or its name (cpu, cuda, cuda:1, ...) is refused
+    except RuntimeError as error:
+        raise ValueError(value) from error
     return value
 
 
@@ -166,7 +169,7 @@ RULES: dict[str, Rule] = {
     "num_workers": whole(0),
     "seed": SEED,
     "device": DEVICE,
-    "spacing": three_sizes("[3.75,3.75,7.8]", recorded=True),
+    "spacing": three_sizes("voxel sizes", "[3.75,3.75,7.8]", recorded=True),
     "roi_size": optional(patch(recorded=True)),
     # prepare.yaml
     "raw_dir": TEXT,
@@ -205,7 +208,7 @@ RULES: dict[str, Rule] = {
     "crop_prob": FRACTION,
     "render_prob": FRACTION,
     "intensity_prob": FRACTION,
-    "crop_min_mm": three_sizes("[240,200,100]"),
+    "crop_min_mm": three_sizes("lengths", "[240,200,100]"),
     "muscle_tissues": WHOLE_NUMBERS,
     # inference.yaml and its overlays
     "datalist_section": one_of("training", "validation", "testing"),
@@ -245,23 +248,50 @@ def _running_parser() -> ConfigParser:
     raise RuntimeError("check_options() without a parser must be called from a config expression")
 
 
+def _dependencies_first(parser: ConfigParser, names: Sequence[str]) -> list[str]:
+    """``names`` ordered so that an option comes after every option its default refers to, directly or through other
+    keys (``cache_device: "$'cuda' if @cuda else 'cpu'"`` after ``cuda``)."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(key: str) -> None:
+        if key in seen:
+            return
+        seen.add(key)
+        for ref in ReferenceResolver.find_refs_in_config(parser[key], key):
+            if ref in parser:
+                visit(ref)
+        if key in names:
+            order.append(key)
+
+    for name in names:
+        visit(name)
+    return order
+
+
 def check_options(parser: ConfigParser | None = None) -> None:
     """Check the value of every option the config of ``parser`` (default: the parser running this as an expression)
-    holds against its rule; raise ``InputError`` naming each refused option, else write each value back as the code
-    uses it (before anything reads it: the first step of ``initialize``)."""
+    holds against its rule, and write it back as the code uses it (before anything reads it: the first step of
+    ``initialize``), each before any option whose default refers to it is read; raise ``InputError`` naming every
+    refused option."""
     parser = parser or _running_parser()
-    problems, values = [], {}
-    for name in RULES:
-        if name in parser:
-            try:
-                values[name] = read_option(name, parser.get_parsed_content(name))
-            except InputError as problem:
-                problems.append(str(problem))
-    if problems:
-        raise InputError(f"{len(problems)} option(s) cannot be used:\n  " + "\n  ".join(problems))
-    for name, value in values.items():
+    problems = []
+    for name in _dependencies_first(parser, [name for name in RULES if name in parser]):
+        try:
+            given = parser.get_parsed_content(name)
+        except Exception:
+            if problems:  # its default reads an option refused above: that one is named
+                continue
+            raise
+        try:
+            value = read_option(name, given)
+        except InputError as problem:
+            problems.append(str(problem))
+            continue
         parser.ref_resolver.resolved_content[name] = value  # what every reference to the option reads from now on
         parser.get()[name] = value  # and what it reads should the config be parsed again
+    if problems:
+        raise InputError(f"{len(problems)} option(s) cannot be used:\n  " + "\n  ".join(problems))
 
 
 def recorded_options(parser: ConfigParser | None = None) -> dict[str, Any]:
@@ -392,8 +422,10 @@ def _is_plain(value: Any) -> bool:
 
 def options_of(config: dict) -> list[str]:
     """The options one config file declares: its top-level keys with a rule, and every top-level key with a plain
-    value (which must have a rule: ``tests/bundle/test_user_errors.py`` checks it)."""
-    return [name for name, value in config.items() if name in RULES or _is_plain(value)]
+    value (which must have a rule: ``tests/bundle/test_options.py`` checks it); an overlay's ``a#b`` sets a part of
+    something the base declares, not an option."""
+    top = [name for name in config if SEP not in name and ID_SEP_KEY not in name]
+    return [name for name in top if name in RULES or _is_plain(config[name])]
 
 
 def options_table(configs: Path = BUNDLE_ROOT / "configs") -> str:
@@ -413,12 +445,12 @@ def options_table(configs: Path = BUNDLE_ROOT / "configs") -> str:
 
 
 def write_readme_options(readme: Path) -> None:
-    """Replace the text between ``README_BEGIN`` and ``README_END`` of ``readme`` with ``options_table()``."""
+    """Replace the lines between ``README_BEGIN`` and ``README_END`` of ``readme`` with ``options_table()``."""
     text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(rf"(?<={re.escape(README_BEGIN)}\n).*?(?=\n{re.escape(README_END)})", re.S)
+    pattern = re.compile(rf"^{re.escape(README_BEGIN)}\n.*?^{re.escape(README_END)}$", re.S | re.M)
     if not pattern.search(text):
         raise SystemExit(f"{readme} has no lines {README_BEGIN!r} and {README_END!r} to write between")
-    readme.write_text(pattern.sub(lambda _: options_table(), text), encoding="utf-8")
+    readme.write_text(pattern.sub(lambda _: f"{README_BEGIN}\n{options_table()}\n{README_END}", text), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:
