@@ -248,45 +248,41 @@ def _running_parser() -> ConfigParser:
     raise RuntimeError("check_options() without a parser must be called from a config expression")
 
 
-def _dependencies_first(parser: ConfigParser, names: Sequence[str]) -> list[str]:
-    """``names`` ordered so that an option comes after every option its default refers to, directly or through other
-    keys (``cache_device: "$'cuda' if @cuda else 'cpu'"`` after ``cuda``)."""
-    order: list[str] = []
-    seen: set[str] = set()
+def _dependencies_first(parser: ConfigParser, names: Sequence[str]) -> dict[str, set[str]]:
+    """Each of ``names`` with the options among them that its default refers to, directly or through other keys
+    (``cache_device: "$'cuda' if @cuda else 'cpu'"``: ``cuda``), in an order that puts an option after those."""
+    depends: dict[str, set[str]] = {}
+    order: list[str] = []  # each key after the keys it refers to
 
-    def visit(key: str) -> None:
-        if key in seen:
-            return
-        seen.add(key)
-        for ref in ReferenceResolver.find_refs_in_config(parser[key], key):
-            if ref in parser:
-                visit(ref)
-        if key in names:
+    def visit(key: str) -> set[str]:
+        if key not in depends:
+            depends[key] = set()  # a reference back to a key being visited is MONAI's to refuse
+            for ref in ReferenceResolver.find_refs_in_config(parser[key], key):
+                if ref in parser:
+                    depends[key] |= visit(ref) | ({ref} & set(names))
             order.append(key)
+        return depends[key]
 
     for name in names:
         visit(name)
-    return order
+    return {key: depends[key] for key in order if key in names}
 
 
 def check_options(parser: ConfigParser | None = None) -> None:
     """Check the value of every option the config of ``parser`` (default: the parser running this as an expression)
     holds against its rule, and write it back as the code uses it (before anything reads it: the first step of
     ``initialize``), each before any option whose default refers to it is read; raise ``InputError`` naming every
-    refused option."""
+    refused option (not those whose default only takes a refused one's value)."""
     parser = parser or _running_parser()
-    problems = []
-    for name in _dependencies_first(parser, [name for name in RULES if name in parser]):
+    problems, refused = [], set()
+    for name, refers_to in _dependencies_first(parser, [name for name in RULES if name in parser]).items():
+        if refers_to & refused:
+            continue
         try:
-            given = parser.get_parsed_content(name)
-        except Exception:
-            if problems:  # its default reads an option refused above: that one is named
-                continue
-            raise
-        try:
-            value = read_option(name, given)
+            value = read_option(name, parser.get_parsed_content(name))
         except InputError as problem:
             problems.append(str(problem))
+            refused.add(name)
             continue
         parser.ref_resolver.resolved_content[name] = value  # what every reference to the option reads from now on
         parser.get()[name] = value  # and what it reads should the config be parsed again
