@@ -98,12 +98,12 @@ def test_bad_option_values_are_named_before_any_work(cohort: Path, tmp_path: Pat
     assert lines[0] == "ERROR: 5 option(s) cannot be used:"
     assert lines[1:6] == [
         "  --spacing [0, 1, 2]: expected 3 voxel sizes in mm, each above 0, such as [3.75,3.75,7.8]",
-        "  --epochs -1: expected a whole number of at least 1",
-        "  --loss 'foo': expected 'bce' or 'dicece'",
         "  --roi_size [7, 7]: expected null or 3 voxel counts, each a multiple of 16 (the network halves the size 4"
         " times)",
+        "  --epochs -1: expected a whole number of at least 1",
         "  --resume 'yes': expected true or false (also True, False, 1, 0)",
-    ]
+        "  --loss 'foo': expected 'bce' or 'dicece'",
+    ]  # in the order of RULES; not --val_roi_size, which only takes --roi_size's value
     assert not (tmp_path / "run").exists()
 
 
