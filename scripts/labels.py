@@ -1,4 +1,4 @@
-"""The bundle's label map, the single source every other module leans on.
+"""The bundle's label map, the single source every other module leans on, and the published grid it was drawn on.
 
 Left and right are the subject's sides as given by the image affine (RAS+: world x grows
 towards the subject's right), never by array index.
@@ -24,6 +24,8 @@ LABELS: dict[int, str] = {
 ABBREVIATIONS: dict[int, str] = {1: "LP", 2: "LI", 3: "LQL", 4: "LES+M", 5: "RP", 6: "RI", 7: "RQL", 8: "RES+M"}
 MUSCLES: tuple[int, ...] = tuple(range(1, 9))
 NUM_CLASSES = len(LABELS)
+# The published method's voxel size (mm, x y z): 400x320x145 voxels after its 2x in-plane downsampling.
+PUBLISHED_SPACING: tuple[float, float, float] = (0.9375, 0.9375, 1.95)
 # Label metadata key of a case's annotation mask: which of the 9 classes were drawn (partial labels).
 ANNOTATED = "annotated"
 # Each left muscle and its right partner.

@@ -9,7 +9,6 @@ label map), ``signal`` (Dixon MR signal) and ``cohort`` (one phantom, its files,
 
 from scripts.phantom.cohort import (
     DEFAULT_SHAPE,
-    DEFAULT_SPACING,
     IMAGES,
     Phantom,
     datalist_entry,
@@ -24,7 +23,6 @@ from scripts.phantom.tissues import MUSCLE_TISSUES, Tissue, tissue_names
 
 __all__ = [
     "DEFAULT_SHAPE",
-    "DEFAULT_SPACING",
     "IMAGES",
     "MUSCLE_TISSUES",
     "Phantom",

@@ -11,7 +11,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.phantom.cohort import DEFAULT_SHAPE, DEFAULT_SPACING, _checked_grid, make_cohort, validation_count
+from scripts.labels import PUBLISHED_SPACING
+from scripts.phantom.cohort import DEFAULT_SHAPE, _checked_grid, make_cohort, validation_count
 from scripts.phantom.fields_of_view import CHOICES, FULL
 
 
@@ -34,7 +35,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0, help="cohort seed; case i uses seed*1000+i (default 0)")
     parser.add_argument("--shape", type=int, nargs=3, default=DEFAULT_SHAPE, metavar=("X", "Y", "Z"))
-    parser.add_argument("--spacing", type=float, nargs=3, default=DEFAULT_SPACING, metavar=("X", "Y", "Z"))
+    parser.add_argument("--spacing", type=float, nargs=3, default=PUBLISHED_SPACING, metavar=("X", "Y", "Z"))
     parser.add_argument(
         "--anatomy", type=Path, nargs="+", default=[], metavar="MAP",
         help="real muscle label maps (MuscleMap codes) to build more cases around, --per_map of each",

@@ -22,7 +22,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from scripts.labels import MUSCLES
+from scripts.labels import MUSCLES, PUBLISHED_SPACING
 from scripts.phantom.borders import draw_borders
 from scripts.phantom.fields_of_view import FULL, draw_field, ruled_out, slices_in
 from scripts.phantom.label_map_muscles import paint_from_label_map, read_label_map
@@ -34,7 +34,6 @@ from scripts.phantom.subject import draw_subject
 from scripts.phantom.tissues import LABEL_OF_TISSUE, Painted, tissue_names
 
 DEFAULT_SHAPE = (400, 320, 145)
-DEFAULT_SPACING = (0.9375, 0.9375, 1.95)
 IMAGES = ("inphase", "outphase", "water", "fat")
 
 
@@ -64,7 +63,7 @@ def _checked_grid(shape: Sequence[int], spacing: Sequence[float]) -> tuple[tuple
 
 def make_phantom(
     shape: Sequence[int] = DEFAULT_SHAPE,
-    spacing: Sequence[float] = DEFAULT_SPACING,
+    spacing: Sequence[float] = PUBLISHED_SPACING,
     seed: int = 0,
     anatomy: str | Path | None = None,
     confusers: bool = True,
@@ -212,7 +211,7 @@ def make_cohort(
     n: int,
     seed: int = 0,
     shape: Sequence[int] = DEFAULT_SHAPE,
-    spacing: Sequence[float] = DEFAULT_SPACING,
+    spacing: Sequence[float] = PUBLISHED_SPACING,
     workers: int = 1,
     anatomy: Sequence[str | Path] = (),
     per_map: int = 3,

@@ -43,6 +43,7 @@ from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.data.geometry import Grid
 from scripts.data.image_checks import dicom_folder_problem, nifti_voxel_problem, sitk_image_problem
 from scripts.errors import InputError
+from scripts.labels import PUBLISHED_SPACING
 from scripts.prepare.registration import Pose, RegistrationCheck, RigidRegistration, resample, target_grid
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,6 @@ CSV_COLUMNS = (
     "seconds",
     "reason",
 )
-DEFAULT_SPACING = (0.9375, 0.9375, 1.95)
 
 
 class PrepareError(InputError):
@@ -181,7 +181,7 @@ class SubjectPreparation:
     raw_dir: Path
     dataset_dir: Path
     reference: str
-    spacing: Sequence[float] = DEFAULT_SPACING
+    spacing: Sequence[float] = PUBLISHED_SPACING
     registration: RigidRegistration = field(default_factory=RigidRegistration)
     metric_threshold: float = -0.05
     check: RegistrationCheck = field(default_factory=RegistrationCheck)
@@ -282,7 +282,7 @@ def prepare_cohort(
     raw_dir: str | Path,
     dataset_dir: str | Path,
     reference: str | None = None,
-    spacing: Sequence[float] = DEFAULT_SPACING,
+    spacing: Sequence[float] = PUBLISHED_SPACING,
     registration: RigidRegistration | None = None,
     metric_threshold: float = -0.05,
     check: RegistrationCheck | None = None,

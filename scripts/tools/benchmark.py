@@ -36,11 +36,11 @@ from monai.transforms import AsDiscreted, Compose, Invertd, KeepLargestConnected
 
 from scripts import BUNDLE_ROOT
 from scripts.inference.background_outputs import InBackground
+from scripts.labels import PUBLISHED_SPACING
 from scripts.model_card import ModelCard, load_weights
 from scripts.phantom import make_cohort
 
 PUBLISHED_SHAPE = (400, 320, 145)
-PUBLISHED_SPACING = (0.9375, 0.9375, 1.95)
 PUBLISHED_VOLUME_STEPS = 200 * 108  # 200 epochs over 108 augmented volumes (Balerdi et al.)
 SHIPPED_WEIGHTS = BUNDLE_ROOT / "models" / "model.pt"
 # Which stage of a scan each post-processing transform of inference.yaml belongs to. The preprocessing is "load" up

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from monai.data import DistributedSampler, DistributedWeightedRandomSampler
 from torch.utils.data import Sampler, WeightedRandomSampler
 
+from scripts.options import read_option
+
 
 def is_partial(entry: dict) -> bool:
     """A datalist entry whose label covers only some muscles (it declares ``annotated``)."""
@@ -29,12 +31,11 @@ def mixed_sampler(
     entries, partially labelled ones with total probability ``partial_fraction``
     (``DistributedWeightedRandomSampler`` across ranks).
     """
+    partial_fraction = read_option("partial_fraction", partial_fraction)  # its one range, that of the option
     partial = [is_partial(e) if partial_ids is None else e.get("id") in partial_ids for e in entries]
     n_partial = sum(partial)
     if partial_fraction is None or n_partial in (0, len(entries)):
         return DistributedSampler(entries, shuffle=True) if distributed else None
-    if not 0 < partial_fraction < 1:
-        raise ValueError(f"partial_fraction must be between 0 and 1, got {partial_fraction}")
     n_full = len(entries) - n_partial
     weights = [partial_fraction / n_partial if p else (1 - partial_fraction) / n_full for p in partial]
     if distributed:

@@ -12,6 +12,8 @@ import torch.distributed as dist
 from conftest import REPO, free_port
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from scripts.labels import NUM_CLASSES
+
 # Each documented combination (README, docs/README.md, the MONAI Label app), base first.
 COMBINATIONS = [
     ("train.yaml", "finetune.yaml"),
@@ -138,3 +140,36 @@ def test_case_outputs_off_returns_the_label_and_writes_nothing(tmp_path: Path):
     label = post(case)["pred"]
     assert label.shape[1:] == nib.load(REPO / "sample" / "sub01" / "inphase.nii.gz").shape
     assert not list(tmp_path.iterdir())
+
+
+# Arguments in which training's steps differ from inference's by design: training moves the label along (its keys
+# and interpolation modes) and caches the result on the training device.
+PER_KEY_ARGUMENTS = {"keys", "mode", "allow_missing_keys"}
+
+
+def grid_steps(steps: list[dict]) -> list[dict]:
+    """The steps that load a case and bring its image to the network grid, without what only one config needs
+    (inference's copy of the input image and case id for the report, training's move to the cache device)."""
+    only_one = {"CopyItemsd", "scripts.inference.outputs.CaseIdToMetad", "EnsureTyped"}
+    return [
+        {k: v for k, v in s.items() if k not in PER_KEY_ARGUMENTS and k != "_disabled_"}
+        for s in steps
+        if s["_target_"] not in only_one
+    ]
+
+
+def test_training_and_inference_share_the_network_grid_steps_and_window_inferer():
+    """MONAI's configs cannot include a part of another file by a path that holds from every working folder, so
+    train.yaml and inference.yaml each write these; this keeps them the same."""
+    train, inference = raw("train.yaml"), raw("inference.yaml")
+    assert train["network_def"] == inference["network_def"]
+    assert train["network_def"]["out_channels"] == NUM_CLASSES
+    trained = grid_steps(train["load_case"] + train["to_network_grid"])
+    assert trained == grid_steps(inference["preprocessing"]["transforms"])
+    assert [s["_target_"] for s in trained][-4:] == [
+        "Orientationd",
+        "Spacingd",
+        "ScaleIntensityRangePercentilesd",
+        "DivisiblePadd",
+    ]
+    assert train["validate"]["window_inferer"] == inference["window_inferer"].replace("@roi_size", "@val_roi_size")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from scripts.errors import InputError
 from scripts.training.sampling import mixed_sampler
 
 ENTRIES = [{"id": f"p{i}"} for i in range(8)] + [{"id": "real", "annotated": [4, 8]}]
@@ -24,8 +25,11 @@ def test_without_a_fraction_or_a_second_group_cases_are_shuffled_plainly(entries
 
 
 def test_fraction_outside_zero_one_is_refused():
-    with pytest.raises(ValueError, match="between 0 and 1"):
-        mixed_sampler(ENTRIES, 1.0)
+    for fraction in (0, 1.0):  # the option's rule, checked before any work, has the same range
+        with pytest.raises(
+            InputError, match=f"--partial_fraction {fraction}: expected null or a number strictly between 0 and 1"
+        ):
+            mixed_sampler(ENTRIES, fraction)
 
 
 def test_partial_ids_choose_whose_share_is_set_even_when_phantoms_are_partial_too():
