@@ -115,6 +115,7 @@ RULES: dict[str, Rule] = {
     "overwrite": boolean,
     "flip_tta": boolean,
     "largest_component": boolean,
+    "fat_border": boolean,
 }
 
 

@@ -54,6 +54,7 @@ def write_case_report(
     images: Mapping[str, np.ndarray | None],
     noise_floor: float = DEFAULT_NOISE_FLOOR,
     confidence: Mapping[str, dict] | None = None,
+    border: str | None = None,
 ) -> dict:
     """Measure ``label`` (3-D, this bundle's label values) on its grid and write the case's three files.
 
@@ -62,12 +63,14 @@ def write_case_report(
     is null with a note. The QC picture shows the in-phase image (water + fat without it).
     ``confidence``: per muscle abbreviation, ``scripts.report.confidence.muscle_confidence`` of the
     prediction (inference computes it on the network's grid); without it, it is computed from
-    ``label`` alone (anatomy and largest piece).
+    ``label`` alone (anatomy and largest piece). ``border``: the border step inference used
+    (``scripts.inference.fat_border``: "fat_connected" or "none"), recorded in the report; None for labels drawn
+    elsewhere.
     """
     case_dir = Path(output_dir) / case_id
     fat_fraction, note = fat_fraction_map(**{k: images.get(k) for k in DIXON_KEYS}, noise_floor=noise_floor)
     measured = measure(label, affine, fat_fraction)
-    report = {"id": case_id, "noise_floor": noise_floor} | muscle_report(measured, note)
+    report = {"id": case_id, "noise_floor": noise_floor, "border": border} | muscle_report(measured, note)
     if confidence is None:
         confidence = muscle_confidence(label, affine)
     for name, entry in report["muscles"].items():  # one found on the network's grid may vanish on the input grid
@@ -124,16 +127,22 @@ class CaseReportd(MapTransform):
     Reads the case's ``id``, its Dixon images as loaded (``water``, ``fat``, ``inphase``,
     ``outphase``, where present) and the muscle confidence ``confidence_key`` left by
     ``scripts.report.confidence.MuscleConfidenced`` (computed from the segmentation alone where absent);
-    the data are not changed.
+    the data are not changed. ``border``: the border step that drew the segmentation, for the report.
     """
 
     def __init__(
-        self, keys: str, output_dir: str, noise_floor: float = DEFAULT_NOISE_FLOOR, confidence_key: str = "confidence"
+        self,
+        keys: str,
+        output_dir: str,
+        noise_floor: float = DEFAULT_NOISE_FLOOR,
+        confidence_key: str = "confidence",
+        border: str = "none",
     ) -> None:
         super().__init__(keys)
         self.output_dir = output_dir
         self.noise_floor = noise_floor
         self.confidence_key = confidence_key
+        self.border = border
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -144,7 +153,14 @@ class CaseReportd(MapTransform):
             case_id = str(d["id"])
             confidence = d.get(self.confidence_key)
             write_case_report(
-                self.output_dir, case_id, label, seg.affine.cpu().numpy(), images, self.noise_floor, confidence
+                self.output_dir,
+                case_id,
+                label,
+                seg.affine.cpu().numpy(),
+                images,
+                self.noise_floor,
+                confidence,
+                self.border,
             )
             logger.info(
                 "%s: segmentation, report and QC picture written to %s", case_id, Path(self.output_dir) / case_id
