@@ -224,6 +224,7 @@ RULES: dict[str, Rule] = {
     "noise_floor": number(0, 1, recorded=True),
     "flip_tta": switch(recorded=True),
     "largest_component": switch(recorded=True),
+    "fat_border": switch(recorded=True),
     "case_outputs": switch(),
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -70,6 +70,7 @@ def make_phantom(
     organs: str | Path | None = None,
     fov: str = FULL,
     borders: bool = False,
+    muscle_fat_fraction: float | None = None,
 ) -> Phantom:
     """Generate one synthetic lumbar Dixon case on a grid of ``shape`` voxels of ``spacing`` mm (RAS+, centred on
     world (0, 0, 0)); the same seed (and maps) gives the same arrays. ``anatomy``: a real muscle (or organ) label
@@ -77,10 +78,13 @@ def make_phantom(
     abdominal wall (visceral fat instead). ``organs``: a TotalSegmentator organ map whose organs are pasted at the
     levels it covers (``organ_map``). ``fov``: a field of view of ``fields_of_view`` (or "random"); the slices
     outside it are cut off, so the case may have fewer slices than ``shape``. ``borders``: random fat planes and
-    fascia between adjacent muscles (``borders``)."""
+    fascia between adjacent muscles (``borders``). ``muscle_fat_fraction``: every muscle infiltrated to about this
+    mean fat fraction (0..1) instead of its drawn one, graded from centre to fascia as usual."""
     shape, spacing = _checked_grid(shape, spacing)
     rng = np.random.default_rng(seed)
     subject = draw_subject(rng)
+    if muscle_fat_fraction is not None:
+        subject = replace(subject, fat_fraction=dict.fromkeys(subject.fat_fraction, float(muscle_fat_fraction)))
     affine = centred_affine(shape, spacing)
     source = read_organ_map(organs) if organs is not None else None
     if anatomy is None:

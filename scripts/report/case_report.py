@@ -55,6 +55,7 @@ def write_case_report(
     noise_floor: float = DEFAULT_NOISE_FLOOR,
     confidence: Mapping[str, dict] | None = None,
     notes: Sequence[str] = (),
+    border: str | None = None,
 ) -> dict:
     """Measure ``label`` (3-D, this bundle's label values) on its grid and write the case's three files.
 
@@ -64,12 +65,16 @@ def write_case_report(
     ``confidence``: per muscle abbreviation, ``scripts.report.confidence.muscle_confidence`` of the
     prediction (inference computes it on the network's grid); without it, it is computed from
     ``label`` alone (anatomy and largest piece). ``notes``: sentences on what is unusual about the input
-    (``scripts.data.image_checks.unusual_input_notes``), kept as the report's ``notes``.
+    (``scripts.data.image_checks.unusual_input_notes``), kept as the report's ``notes``. ``border``: the border
+    step inference used (``scripts.inference.fat_border``: "fat_connected" or "none"), recorded in the report; None
+    for labels drawn elsewhere.
     """
     case_dir = Path(output_dir) / case_id
     fat_fraction, note = fat_fraction_map(**{k: images.get(k) for k in DIXON_KEYS}, noise_floor=noise_floor)
     measured = measure(label, affine, fat_fraction)
-    report = {"id": case_id, "notes": list(notes), "noise_floor": noise_floor} | muscle_report(measured, note)
+    report = {"id": case_id, "notes": list(notes), "noise_floor": noise_floor, "border": border} | muscle_report(
+        measured, note
+    )
     if confidence is None:
         confidence = muscle_confidence(label, affine)
     for name, entry in report["muscles"].items():  # one found on the network's grid may vanish on the input grid
@@ -128,7 +133,7 @@ class CaseReportd(MapTransform):
     ``scripts.report.confidence.MuscleConfidenced`` (computed from the segmentation alone where absent);
     the data are not changed. What is unusual about the input grid (``unusual_input_notes``: one slice, a short
     field of view, voxels far coarser than the weights' ``spacing``) is logged as a warning and written to the
-    report's ``notes``.
+    report's ``notes``. ``border``: the border step that drew the segmentation, for the report.
     """
 
     def __init__(
@@ -138,12 +143,14 @@ class CaseReportd(MapTransform):
         noise_floor: float = DEFAULT_NOISE_FLOOR,
         confidence_key: str = "confidence",
         spacing: Sequence[float] | None = None,
+        border: str = "none",
     ) -> None:
         super().__init__(keys)
         self.output_dir = output_dir
         self.noise_floor = noise_floor
         self.confidence_key = confidence_key
         self.spacing = spacing
+        self.border = border
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -157,7 +164,9 @@ class CaseReportd(MapTransform):
             notes = unusual_input_notes(label.shape, affine, self.spacing)
             for note in notes:
                 logger.warning("%s: the scan %s", case_id, note)
-            write_case_report(self.output_dir, case_id, label, affine, images, self.noise_floor, confidence, notes)
+            write_case_report(
+                self.output_dir, case_id, label, affine, images, self.noise_floor, confidence, notes, self.border
+            )
             logger.info(
                 "%s: segmentation, report and QC picture written to %s", case_id, Path(self.output_dir) / case_id
             )

@@ -49,6 +49,7 @@ STAGES = {
     "Activationsd": "invert + argmax",
     "MuscleConfidenced": "confidence",
     "LabelOnInputGridd": "invert + argmax",
+    "FatConnectedBorderd": "post-processing",
     "KeepLargestPiecePerMuscled": "post-processing",
     "CaseReportd": "report",
     "SaveSegmentationd": "write",

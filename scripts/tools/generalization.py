@@ -64,6 +64,7 @@ OPTIONS = {
     "largest": {"largest_component": True, "flip_tta": False},
     "flip": {"largest_component": False, "flip_tta": True},
     "largest+flip": {"largest_component": True, "flip_tta": True},
+    "largest+flip+border": {"largest_component": True, "flip_tta": True, "fat_border": True},
 }
 GROUPS = {"P": (1, 5), "I": (2, 6), "QL": (3, 7), "ES+M": (4, 8)}
 
