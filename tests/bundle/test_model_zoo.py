@@ -1,6 +1,7 @@
 """The MONAI Model Zoo's acceptance checks, written as our own tests: metadata.json against the Zoo's schema and
 this bundle's own (tests/schema/), and against the files it describes; large_files.yml, docs/README.md,
-docs/data_license.txt; the exported models."""
+docs/data_license.txt; the ONNX export. The Zoo's CI itself, run on the bundle as the Zoo runs it:
+test_zoo_verify_bundle.py."""
 
 from __future__ import annotations
 
