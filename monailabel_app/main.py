@@ -6,7 +6,8 @@ the label, and training fine-tunes the weights on every submitted label (the lab
 The app runs MONAI Label's own bundle tasks on a working copy of the bundle (configs, scripts, weights), by default
 in ``monailabel_app/model/lumbar_muscle_dixon_segmentation`` (``--conf bundle_copy DIR`` to put it elsewhere). Its
 configs and scripts are refreshed from the repository at every start; its weights are the shipped ones until the
-first training, then the fine-tuned ones (delete ``models/model.pt`` there to start again from the shipped weights).
+first training, then the fine-tuned ones (delete ``models/model.pt`` there to start again from the shipped weights
+and their card, ``models/model.json``).
 What differs from ``monai.bundle run inference``/``training`` is said where it happens below.
 """
 
@@ -34,10 +35,13 @@ MODEL = "lumbar_muscle_dixon_segmentation"  # the name Slicer shows; "segmentati
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Fine-tuning from submitted labels: the bundle's own fine-tuning recipe, which starts from models/model.pt.
 TRAIN_CONFIGS = ("train.yaml", "finetune.yaml")
+# The weights and their model card beside them (scripts/model_card.py), which inference and fine-tuning read.
+MODEL_FILES = ("model.pt", "model.json")
 
 
 def refresh_bundle_copy(source: str, copy: str) -> str:
-    """Copy the bundle's configs and scripts from ``source`` to ``copy``, and its weights only if ``copy`` has none."""
+    """Copy the bundle's configs and scripts from ``source`` to ``copy``, and its weights with their card only if
+    ``copy`` has no weights."""
     for folder in ("configs", "scripts"):
         shutil.copytree(
             os.path.join(source, folder),
@@ -45,10 +49,11 @@ def refresh_bundle_copy(source: str, copy: str) -> str:
             dirs_exist_ok=True,
             ignore=shutil.ignore_patterns("__pycache__"),
         )
-    weights = os.path.join(copy, "models", "model.pt")
+    weights = os.path.join(copy, "models", MODEL_FILES[0])
     if not os.path.exists(weights):
         os.makedirs(os.path.dirname(weights), exist_ok=True)
-        shutil.copy2(os.path.join(source, "models", "model.pt"), weights)
+        for name in reversed(MODEL_FILES):  # the card first: weights in place always have theirs
+            shutil.copy2(os.path.join(source, "models", name), os.path.join(copy, "models", name))
     logger.info(f"Bundle working copy: {copy}; weights {weights} (delete them to start again from the shipped ones)")
     return copy
 

@@ -37,7 +37,7 @@ from monai.transforms import AsDiscreted, Compose, Invertd, KeepLargestConnected
 from scripts import BUNDLE_ROOT
 from scripts.inference.background_outputs import InBackground
 from scripts.labels import PUBLISHED_SPACING
-from scripts.model_card import ModelCard, load_weights
+from scripts.model_card import ModelCard, load_weights, write_model
 from scripts.phantom import make_cohort
 
 PUBLISHED_SHAPE = (400, 320, 145)
@@ -144,9 +144,8 @@ def untrained_model(path: Path, spacing: list[float]) -> Path:
         {"n": ConfigParser.load_config_file(BUNDLE_ROOT / "configs" / "inference.yaml")["network_def"]}
     )
     network = network.get_parsed_content("n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": network.state_dict(), "model_card": ModelCard(spacing, network).state_dict()}, path)
-    return path
+    weights = network.state_dict()
+    return write_model(path, lambda temporary: torch.save(weights, temporary), ModelCard(spacing, network).state_dict())
 
 
 def inference_rows(data: Path, work: Path, device: str, repeats: int, spacing: list[float]) -> list[dict]:

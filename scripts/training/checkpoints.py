@@ -1,4 +1,5 @@
-"""Checkpoints that survive a kill: written whole or not at all, and resumed from the newest intact one."""
+"""Checkpoints that survive a kill: written whole or not at all, each with its model card beside it, and resumed
+from the newest intact one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from scripts.atomic import write_atomically
 from scripts.errors import InputError
+from scripts.model_card import ModelCard, card_path, write_model
 
 logger = logging.getLogger(__name__)
 LAST_CHECKPOINT = re.compile(r"last_checkpoint_epoch=(\d+)\.pt$")
@@ -62,19 +64,24 @@ class AtomicDiskSaver(BaseSaveHandler):
     (``write_atomically``), so a file under its final name is always whole. Ignite's ``Checkpoint``, once it
     holds ``n_saved`` files, asks to remove the oldest *before* it writes the next one; here that removal waits
     until the new file is complete. ``filename`` fixes the name of every save (MONAI's ``key_metric_filename``,
-    e.g. ``model.pt``). MONAI's own saver writes in place (``atomic=False``), hence this class.
+    e.g. ``model.pt``). MONAI's own saver writes in place (``atomic=False``), hence this class. With a
+    ``model_card``, every file gets its card beside it (``scripts.model_card.write_model``), removed with it.
     """
 
-    def __init__(self, dirname: str | Path, filename: str | None = None) -> None:
-        self.dirname, self.filename = Path(dirname), filename
+    def __init__(self, dirname: str | Path, filename: str | None = None, model_card: ModelCard | None = None) -> None:
+        self.dirname, self.filename, self.model_card = Path(dirname), filename, model_card
         self.pending_removal: list[str] = []
 
     def __call__(self, checkpoint: dict, filename: str, metadata: dict | None = None) -> None:
         name = self.filename or filename
-        write_atomically(self.dirname / name, lambda path: torch.save(checkpoint, path))
+        if self.model_card is None:
+            write_atomically(self.dirname / name, lambda path: torch.save(checkpoint, path))
+        else:
+            write_model(self.dirname / name, lambda path: torch.save(checkpoint, path), self.model_card.state_dict())
         for old in self.pending_removal:
             if old != name:
                 (self.dirname / old).unlink(missing_ok=True)
+                card_path(self.dirname / old).unlink(missing_ok=True)
         self.pending_removal.clear()
 
     def remove(self, filename: str) -> None:
@@ -82,13 +89,15 @@ class AtomicDiskSaver(BaseSaveHandler):
 
 
 class AtomicCheckpointSaver(CheckpointSaver):
-    """MONAI's ``CheckpointSaver`` (same arguments, same file names) writing through ``AtomicDiskSaver``."""
+    """MONAI's ``CheckpointSaver`` (same arguments, same file names) writing through ``AtomicDiskSaver``, each file
+    with ``model_card`` beside it where one is given. A ``save_dict`` of the network alone is saved as its bare
+    state dict (Ignite saves a single object so), the Model Zoo's form of ``models/model.pt``."""
 
-    def __init__(self, save_dir: str, save_dict: dict, **kwargs) -> None:
+    def __init__(self, save_dir: str, save_dict: dict, model_card: ModelCard | None = None, **kwargs) -> None:
         super().__init__(save_dir, save_dict, **kwargs)
         for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
             if checkpoint is not None:
-                checkpoint.save_handler = AtomicDiskSaver(save_dir, checkpoint.save_handler.filename)
+                checkpoint.save_handler = AtomicDiskSaver(save_dir, checkpoint.save_handler.filename, model_card)
 
     def keep_rotating(self, output_dir: str | Path) -> None:
         """Take the last-epoch checkpoints in ``output_dir`` (those of the run being resumed) as saved by this saver,

@@ -33,10 +33,15 @@ def test_training_saves_best_model_last_checkpoint_and_dice_per_muscle(trained: 
     state, card = read_model(trained / "models" / "model.pt")
     ConfigParser({"n": network}).get_parsed_content("n").load_state_dict(state)
     assert card["spacing_mm"] == [3.75, 3.75, 7.8] and card["num_classes"] == NUM_CLASSES
+    # The Model Zoo's form: the bare state dict, the card beside it.
+    assert list(torch.load(trained / "models" / "model.pt", weights_only=True)) == list(state)
+    assert sorted(p.name for p in (trained / "models").iterdir()) == ["model.json", "model.pt"]
 
     last = sorted(trained.glob("last_checkpoint_epoch=*.pt"))
     assert [p.name for p in last] == ["last_checkpoint_epoch=1.pt", "last_checkpoint_epoch=2.pt"]  # the last two
     assert {"model", "optimizer", "trainer"} <= set(torch.load(last[-1], weights_only=True))
+    assert sorted(p.name for p in trained.glob("last_checkpoint_epoch=*.json")) == [p.stem + ".json" for p in last]
+    assert read_model(last[-1])[1]["spacing_mm"] == card["spacing_mm"]
     assert list((trained / "tensorboard").glob("events.out.tfevents.*"))
 
     rows = read_csv(trained / "dice_per_muscle.csv")

@@ -31,7 +31,7 @@ def test_two_process_training_writes_once_and_gathers_validation(cohort: Path, t
         "--num_workers", "0",
     )  # fmt: skip
     assert sorted(p.name for p in out.glob("*.pt")) == ["last_checkpoint_epoch=1.pt"]
-    assert [p.name for p in (out / "models").iterdir()] == ["model.pt"]
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["model.json", "model.pt"]  # weights, their card
     assert len(list(out.glob("**/events.out.tfevents.*"))) == 1
     (logged,) = read_csv(out / "dice_per_muscle.csv")
     assert sorted(r["id"] for r in read_csv(out / "dice_per_case.csv")) == ["sub05", "sub06"]  # each case once

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import SPACING_ARG, read_csv, run_bundle
 
+from scripts.model_card import ModelCard, read_model
 from scripts.training.checkpoints import AtomicDiskSaver
 
 
@@ -33,6 +34,20 @@ def test_a_fixed_name_is_replaced_in_one_step(tmp_path: Path):
     assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["w"], torch.zeros(2))
 
 
+def test_each_checkpoint_is_written_and_removed_with_its_card(tmp_path: Path):
+    card = ModelCard([1.0, 2.0, 3.0], torch.nn.Conv3d(1, 2, 3))
+    saver = AtomicDiskSaver(tmp_path, model_card=card)
+    saver({"w": torch.ones(2)}, "last_checkpoint_epoch=1.pt")
+    saver.remove("last_checkpoint_epoch=1.pt")
+    with pytest.raises(Exception):
+        saver({"w": torch.ones(2), "unpicklable": lambda: None}, "last_checkpoint_epoch=2.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint_epoch=1.json", "last_checkpoint_epoch=1.pt"]
+    saver({"w": torch.zeros(2)}, "last_checkpoint_epoch=2.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint_epoch=2.json", "last_checkpoint_epoch=2.pt"]
+    weights, saved = read_model(tmp_path / "last_checkpoint_epoch=2.pt")
+    assert torch.equal(weights["w"], torch.zeros(2)) and saved["spacing_mm"] == [1.0, 2.0, 3.0]
+
+
 def test_training_resumes_from_the_newest_intact_checkpoint(cohort: Path, tmp_path: Path):
     args = [
         "training",
@@ -55,7 +70,9 @@ def test_training_resumes_from_the_newest_intact_checkpoint(cohort: Path, tmp_pa
     saved = torch.load(tmp_path / "last_checkpoint_epoch=3.pt", weights_only=True)
     assert saved["trainer"]["iteration"] == 3 * saved["trainer"]["epoch_length"]
     # The resumed run goes on keeping the last two: epoch 1's file, from before the resume, is gone.
-    assert sorted(p.name for p in tmp_path.glob("last_checkpoint_epoch=*.pt")) == [
+    assert sorted(p.name for p in tmp_path.glob("last_checkpoint_epoch=*")) == [
+        "last_checkpoint_epoch=2.json",
         "last_checkpoint_epoch=2.pt",
+        "last_checkpoint_epoch=3.json",
         "last_checkpoint_epoch=3.pt",
     ]
