@@ -12,7 +12,12 @@ Built from what inference already has, on the network's grid (coarse, so cheap),
   the weights find best) in world RAS+ millimetres: the side, the mean axial area (volume over its S-I extent, so
   that a short field of view does not count against it), the left/right ratio, the psoas beside the vertebral body
   and in front of the ES+M, the quadratus lumborum (QL) lateral to the spine between the psoas and the ES+M, the
-  iliacus lateral to the psoas and no higher than the lower end of the QL (the iliac crest). Each rule scores 1 in
+  iliacus lateral to the psoas and no higher than the lower end of the QL (the iliac crest). Where the solid organs
+  lie (liver, spleen, kidneys at T11-L2) the muscles have neighbours they do not have at any other place: the psoas
+  hugs the vertebral body (its medial edge close to the midline, slice by slice), the QL lies against the ES+M
+  (no gap between them), and the iliacus reaches below the QL's lower end (the iliac fossa; an iliacus only at the
+  QL's levels means the field shows no iliac bone). A psoas or QL painted on a kidney, the liver or the spleen
+  fails these, as does an iliacus on the abdominal wall or the liver. Each rule scores 1 in
   its range and falls linearly to 0 over a margin outside it; the ranges hold the true labels of the phantoms
   (``python -m scripts.tools.confidence_calibration`` checks them) and, checked once by hand, of the real anatomy maps.
 
@@ -55,7 +60,14 @@ PSOAS_ANTERIOR_MM = (30.0, 90.0)  # y distance in front of the ES+M centroids
 QL_LATERAL_MM = (35.0, 110.0)
 QL_ANTERIOR_MM = (-10.0, 70.0)
 ILIACUS_ABOVE_QL_MM = 30.0  # the iliacus centroid may lie at most this far above the QL's lower end
+ILIACUS_BELOW_QL_MM = 10.0  # and its lowest voxel at least this far below it (in the iliac fossa)
+# Median over slices of the psoas' closest approach to the midline: 19-34 mm on the true labels of 32 phantom psoas
+# (procedural and five real maps), 26-70 (median 43) for a psoas painted on a kidney.
+PSOAS_MEDIAL_EDGE_MM = 35.0
+EDGE_MARGIN_MM = 10.0
+QL_GAP_MM = 12.0  # median over slices of the gap between the QL and its side's ES+M (true labels: one voxel)
 POSITION_MARGIN_MM = 20.0
+GAP_MARGIN_MM = 15.0
 NOT_FOUND = {"confidence": 0.0, "check": True, "check_reasons": "not found", "evidence": {}}
 
 
@@ -63,7 +75,7 @@ NOT_FOUND = {"confidence": 0.0, "check": True, "check_reasons": "not found", "ev
 class Piece:
     """One muscle's prediction on a grid: voxel count, mean probability (None without), largest-piece share, and
     of the largest piece: volume (mL), centroid (world mm, RAS+), lowest and highest world z (mm) of its voxels'
-    outer faces."""
+    outer faces, and its voxel centres (N × 3 world mm) with the slice index of each."""
 
     voxels: int
     probability: float | None
@@ -71,6 +83,8 @@ class Piece:
     volume_ml: float
     centroid: np.ndarray
     z_range: tuple[float, float]
+    world: np.ndarray
+    slices: np.ndarray
 
     @property
     def mean_area_cm2(self) -> float:
@@ -104,6 +118,8 @@ def muscle_pieces(label: np.ndarray, affine: np.ndarray, probabilities: np.ndarr
             volume_ml=float(sizes.max() * voxel_ml),
             centroid=world.mean(axis=0),
             z_range=(float(world[:, 2].min()) - half_height, float(world[:, 2].max()) + half_height),
+            world=world,
+            slices=where[:, 2],
         )
     return pieces
 
@@ -112,6 +128,22 @@ def in_range(value: float, low: float, high: float, margin: float) -> float:
     """1 inside [low, high], falling linearly to 0 at ``margin`` outside it."""
     outside = max(low - value, value - high, 0.0)
     return float(max(0.0, 1.0 - outside / margin))
+
+
+def median_medial_edge(piece: Piece, midline: float) -> float:
+    """Median over the piece's slices of its voxels' smallest distance (mm) from the midline (world x)."""
+    distance = np.abs(piece.world[:, 0] - midline)
+    return float(np.median([distance[piece.slices == k].min() for k in np.unique(piece.slices)]))
+
+
+def median_gap(piece: Piece, neighbour: Piece) -> float:
+    """Median over the slices both pieces hold of the in-plane distance (mm) between their closest voxel centres;
+    inf where they share no slice."""
+    gaps = []
+    for k in np.intersect1d(piece.slices, neighbour.slices):
+        a, b = piece.world[piece.slices == k, :2], neighbour.world[neighbour.slices == k, :2]
+        gaps.append(float(np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)).min()))
+    return float(np.median(gaps)) if gaps else float("inf")
 
 
 def anatomy_rules(muscle: int, pieces: Mapping[int, Piece]) -> dict[str, tuple[float, str]]:
@@ -158,6 +190,9 @@ def anatomy_rules(muscle: int, pieces: Mapping[int, Piece]) -> dict[str, tuple[f
             in_range(anterior, *PSOAS_ANTERIOR_MM, POSITION_MARGIN_MM),
         )
         rules["beside the spine"] = (score, where)
+        edge = median_medial_edge(piece, midline)
+        score = in_range(edge, 0.0, PSOAS_MEDIAL_EDGE_MM, EDGE_MARGIN_MM)
+        rules["against the vertebral body"] = (score, f"medial edge {edge:.0f} mm from the midline")
     elif muscle in QL:
         score = min(
             in_range(lateral, *QL_LATERAL_MM, POSITION_MARGIN_MM),
@@ -167,6 +202,13 @@ def anatomy_rules(muscle: int, pieces: Mapping[int, Piece]) -> dict[str, tuple[f
         if psoas is not None:
             score = min(score, in_range(psoas.centroid[1] - piece.centroid[1], 0.0, np.inf, POSITION_MARGIN_MM))
         rules["lateral of the spine, behind the psoas"] = (score, where)
+        back_muscle = pieces.get(ESM[QL.index(muscle)])
+        if back_muscle is not None:
+            gap = median_gap(piece, back_muscle)
+            rules["against the erector spinae"] = (
+                in_range(gap, 0.0, QL_GAP_MM, GAP_MARGIN_MM),
+                f"{gap:.0f} mm from the erector spinae + multifidus",
+            )
     else:
         psoas, ql = pieces.get(PSOAS[ILIACUS.index(muscle)]), pieces.get(QL[ILIACUS.index(muscle)])
         score = in_range(anterior, 0.0, np.inf, POSITION_MARGIN_MM)
@@ -178,6 +220,11 @@ def anatomy_rules(muscle: int, pieces: Mapping[int, Piece]) -> dict[str, tuple[f
             above = piece.centroid[2] - ql.z_range[0]
             score = min(score, in_range(above, -np.inf, ILIACUS_ABOVE_QL_MM, POSITION_MARGIN_MM))
             text += f", centre {above:.0f} mm above the QL's lower end"
+            below = ql.z_range[0] - piece.z_range[0]
+            rules["in the iliac fossa"] = (
+                in_range(below, ILIACUS_BELOW_QL_MM, np.inf, GAP_MARGIN_MM),
+                f"lowest voxel {below:.0f} mm below the QL's lower end (no iliac fossa in the field where not below)",
+            )
         rules["on the iliac wing"] = (score, text)
     return rules
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_SPACING
+from conftest import SMALL_SHAPE, SMALL_SPACING
 
 from scripts.label_scores import flip_agreement
 from scripts.labels import ABBREVIATIONS, MUSCLES
-from scripts.phantom import Phantom
+from scripts.phantom import Phantom, Tissue, make_phantom
 from scripts.report.case_report import write_case_report
 from scripts.report.confidence import muscle_confidence
 from scripts.report.muscle_metrics import measure, muscle_report, slice_rows
@@ -84,6 +84,29 @@ def test_other_broken_predictions_are_flagged(phantom: Phantom, change: str, mus
         probabilities, agreement = probabilities_of(label, sure=0.6), np.full(8, 0.5)
     result = muscle_confidence(label, phantom.affine, probabilities, agreement)
     assert result[muscle]["check"] and reason in result[muscle]["check_reasons"]
+
+
+def test_muscles_painted_on_the_upper_abdominal_organs_are_flagged(organ_map):
+    """At T11-L2 (organs pasted from a TotalSegmentator-coded map) the true muscles pass every rule; a psoas on the
+    kidney leaves the vertebral body, a QL 3 cm forward (where the kidney lies) leaves the erector spinae, a QL on
+    the spleen is flagged, and an iliacus on the liver (no iliac fossa in the field) lies at the QL's levels."""
+    upper = make_phantom(SMALL_SHAPE, SMALL_SPACING, seed=4, organs=organ_map, fov="upper", borders=True)
+    truth = muscle_confidence(upper.label, upper.affine)
+    assert not any(entry["check"] for entry in truth.values() if entry["check_reasons"] != "not found")
+    x = upper.affine[0, 3] + upper.affine[0, 0] * np.arange(upper.label.shape[0])
+    right, left = (x > 0)[:, None, None], (x < 0)[:, None, None]
+    label = np.where(upper.label == RP, 0, upper.label).astype(upper.label.dtype)
+    label[(upper.tissue == Tissue.KIDNEY) & right] = RP
+    label[(upper.tissue == Tissue.LIVER) & right & (label == 0)] = RI
+    forward = muscle_confidence(moved(label, LQL, (0.0, 30.0, 0.0)), upper.affine)
+    on_spleen = np.where(label == LQL, 0, label).astype(label.dtype)
+    on_spleen[(upper.tissue == Tissue.SPLEEN) & left] = LQL
+    result = muscle_confidence(on_spleen, upper.affine)
+    assert "against the vertebral body" in result["RP"]["check_reasons"]
+    assert "against the erector spinae" in forward["LQL"]["check_reasons"]
+    assert result["LQL"]["check"]
+    assert result["RI"]["check"] and "in the iliac fossa" in result["RI"]["check_reasons"]
+    assert not any(result[name]["check"] for name in ("LP", "LES+M", "RES+M"))  # the right QL may follow its psoas
 
 
 def test_flip_agreement_is_dice_of_the_two_passes():
