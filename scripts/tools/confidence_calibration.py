@@ -9,7 +9,10 @@ which the weights were not trained on, and compares each muscle's confidence and
 - phantoms of a new seed, field of view and slice thickness (as ``scripts.tools.generalization`` makes them);
 - the same kind of phantoms rendered with contrasts outside the training range (``RandTissueContrastd`` with
   within-tissue spread up to ``OUT_OF_RANGE_SPREAD`` of the mean, not 0.15, and air as bright as any tissue), where
-  the weights fail on some muscles.
+  the weights fail on some muscles;
+- phantoms of the held-out anatomy maps (``--heldout_maps``), whole and cut to T11-L2 with real organs
+  (``--organs``), as ``scripts.tools.generalization`` makes them; there a muscle the field rules out (the
+  iliacus) that the prediction holds scores Dice 0.
 
 Prints, and writes to ``--output_dir`` (``calibration.csv``: one row per case and scored muscle with its Dice,
 confidence, check and evidence; ``calibration.md``: the summary): the Spearman rank correlation of confidence (and
@@ -18,7 +21,7 @@ with Dice >= 0.8 that are flagged; how many true labels the anatomy rules would 
 the truth); and the same split by test group.
 
     python -m scripts.tools.confidence_calibration [--ckpt models/model.pt] [--output_dir confidence_calibration]
-        [--n_phantoms 4] [--phantom_seed 77]
+        [--n_phantoms 4] [--phantom_seed 77] [--heldout_maps MAP ...] [--organs MAP]
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.labels import ABBREVIATIONS, MUSCLES
 from scripts.phantom import make_phantom, write_phantom
 from scripts.report.confidence import muscle_confidence
-from scripts.tools.generalization import REAL_DIR, REAL_LABEL, build_test_set, markdown
+from scripts.tools.generalization import HELDOUT_MAPS, ORGANS, REAL_DIR, REAL_LABEL, build_test_set, markdown
 from scripts.training.tissue_contrast import RandTissueContrastd
 
 OUT_OF_RANGE_SPREAD = 0.6
@@ -71,10 +74,19 @@ def write_out_of_range_phantoms(
     return entries
 
 
-def build_cases(data_dir: Path, real_dir: Path | None, seed: int, shape, spacing, n_phantoms: int) -> list[dict]:
+def build_cases(
+    data_dir: Path,
+    real_dir: Path | None,
+    seed: int,
+    shape,
+    spacing,
+    n_phantoms: int,
+    heldout_maps: Sequence[Path] = (),
+    organs: Path | None = None,
+) -> list[dict]:
     """Write every test case and ``data_dir/datalist.json`` (all under ``testing``); returns the entries, which
-    keep their ``label`` (and ``label_map``/``annotated`` for TUM02) for the scoring."""
-    datalist = build_test_set(data_dir, real_dir, seed, shape, spacing, n_phantoms)
+    keep their ``label`` (and ``label_map``/``annotated`` for TUM02 and the held-out maps) for the scoring."""
+    datalist = build_test_set(data_dir, real_dir, seed, shape, spacing, n_phantoms, heldout_maps, organs)
     entries = json.loads(datalist.read_text(encoding="utf-8"))["validation"]
     entries += write_out_of_range_phantoms(data_dir, seed, shape, spacing, n_phantoms)
     testing = [{k: v for k, v in e.items() if k in ("id", "image", "water", "fat")} for e in entries]
@@ -98,13 +110,19 @@ def run_inference(ckpt: Path, data_dir: Path, output_dir: Path) -> None:
 
 
 def group_of(case_id: str) -> str:
-    return {"real": "TUM02 contrasts", "phantom": "new-seed phantoms", "contrast": "out-of-range contrast"}[
-        case_id.rstrip("0123456789_").split("_")[0]
-    ]
+    return {
+        "real": "TUM02 contrasts",
+        "phantom": "new-seed phantoms",
+        "contrast": "out-of-range contrast",
+        "map": "held-out map",
+        "upper": "held-out map, T11-L2 with organs",
+    }[case_id.rstrip("0123456789_").split("_")[0]]
 
 
 def score_case(entry: dict, data_dir: Path, output_dir: Path) -> list[dict]:
-    """One row per scored muscle of a case: true Dice of the segmentation and the report's confidence fields."""
+    """One row per scored muscle of a case: true Dice of the segmentation and the report's confidence fields. A
+    muscle the case rules out (annotated, absent from the truth: the iliacus at T11-L2) that the prediction holds
+    scores Dice 0: it should be flagged."""
     case_id = entry["id"]
     seg = np.asarray(nib.load(output_dir / case_id / f"{case_id}_seg.nii.gz").dataobj)
     source = np.rint(np.asarray(nib.load(data_dir / entry["label"]).dataobj)).astype(np.int64)
@@ -120,7 +138,7 @@ def score_case(entry: dict, data_dir: Path, output_dir: Path) -> list[dict]:
     for muscle in entry.get("annotated", MUSCLES):
         name = ABBREVIATIONS[muscle]
         pred, true = seg == muscle, truth == muscle
-        if not true.any():
+        if not true.any() and not pred.any():
             continue
         entry_report = report["muscles"][name]
         rows.append(
@@ -174,12 +192,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--phantom_shape", type=int, nargs=3, default=(104, 72, 50), metavar=("X", "Y", "Z"))
     parser.add_argument("--phantom_spacing", type=float, nargs=3, default=(3.5, 4.2, 5.0), metavar=("X", "Y", "Z"))
     parser.add_argument("--n_phantoms", type=int, default=4, help="of each kind")
+    parser.add_argument(
+        "--heldout_maps", type=Path, nargs="*", default=[m for m in HELDOUT_MAPS if m.is_file()],
+        help="anatomy maps no training used, as in scripts.tools.generalization (default: lumbar_a where present)",
+    )  # fmt: skip
+    parser.add_argument("--organs", type=Path, default=ORGANS if ORGANS.is_file() else None)
     args = parser.parse_args(argv)
     real_dir = args.real_dir if (args.real_dir / REAL_LABEL).is_file() else None
     data_dir, inference_dir = args.output_dir / "data", args.output_dir / "inference"
     entries = build_cases(
-        data_dir, real_dir, args.phantom_seed, args.phantom_shape, args.phantom_spacing, args.n_phantoms
-    )
+        data_dir, real_dir, args.phantom_seed, args.phantom_shape, args.phantom_spacing, args.n_phantoms,
+        args.heldout_maps, args.organs,
+    )  # fmt: skip
     run_inference(args.ckpt, data_dir, inference_dir)
     rows = [row for entry in entries for row in score_case(entry, data_dir, inference_dir)]
     write_csv_atomically(args.output_dir / "calibration.csv", rows)

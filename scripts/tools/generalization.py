@@ -201,9 +201,9 @@ def summary_row(rows: Sequence[dict], organ_rows: Sequence[dict] = ()) -> dict[s
         phantom_rows = [r for r in rows if r["id"].startswith(prefix)]
         for group, labels in GROUPS.items():
             names = {ABBREVIATIONS[m] for m in labels}
-            values = [r["dice"] for r in phantom_rows if r["muscle"] in names]
+            values = [r["dice"] for r in phantom_rows if r["muscle"] in names and not np.isnan(r["dice"])]
             cells[f"{column} {group}"] = f"{np.mean(values):.2f}" if values else "–"
-        values = [r["dice"] for r in phantom_rows]
+        values = [r["dice"] for r in phantom_rows if not np.isnan(r["dice"])]  # nan: not scored (ruled out)
         cells[f"{column} min"] = f"{np.min(values):.2f}" if values else "–"
     found = sum(r["muscle_voxels"] for r in organ_rows)
     in_organs = sum(r["in_organs"] for r in organ_rows)

@@ -118,8 +118,7 @@ README_ORDER = [
 # eval_metrics holds, by the prefix of their keys.
 MUSCLE_COLUMNS = ["LP", "LI", "LQL", "LES+M", "RP", "RI", "RQL", "RES+M"]
 EVAL_ROWS = {
-    "validation phantoms, median": "validation_phantoms_median_dice",
-    "validation anatomy phantoms, median": "validation_anatomy_phantoms_median_dice",
+    "validation cases, median": "validation_median_dice",
     "TUM02": "tum02_trained_on_dice",
 }
 BALERDI_CITED = re.compile(r"doi:10\.|[Yy]ear, journal and DOI: not available")

@@ -66,11 +66,14 @@ def test_held_out_map_phantoms_have_columns_of_their_own():
         {"id": "phantom01", "muscle": "LP", "dice": 0.9, "ff_diff_pp": 0.0},
         {"id": "map_lumbar_a_01", "muscle": "LP", "dice": 0.4, "ff_diff_pp": 0.0},
         {"id": "map_lumbar_a_01", "muscle": "RQL", "dice": 0.2, "ff_diff_pp": 0.0},
+        {"id": "upper_lumbar_a_01", "muscle": "LP", "dice": 0.5, "ff_diff_pp": 0.0},
+        {"id": "upper_lumbar_a_01", "muscle": "LI", "dice": float("nan"), "ff_diff_pp": 0.0},  # ruled out there
     ]
     cells = summary_row(rows)
     assert cells["phantoms P"] == "0.90" and cells["held-out map P"] == "0.40"
     assert cells["held-out map QL"] == "0.20" and cells["held-out map min"] == "0.20"
     assert cells["held-out map I"] == "–"
+    assert cells["T11-L2 P"] == "0.50" and cells["T11-L2 I"] == "–" and cells["T11-L2 min"] == "0.50"
 
 
 def test_upper_field_counts_muscle_voxels_inside_solid_organs(tmp_path: Path):
