@@ -9,6 +9,7 @@ import nibabel as nib
 import pytest
 import torch
 import torch.distributed as dist
+import yaml
 from conftest import REPO, free_port
 from monai.bundle import ConfigParser, ConfigWorkflow
 
@@ -29,11 +30,11 @@ COMBINATIONS = [
 REPLACED = {("robust_train.yaml", "train#augmentation"), ("multi_gpu_train.yaml", "training")}
 
 
-def raw(name: str) -> dict:
+def raw(name: str | Path) -> dict:
     return ConfigParser.load_config_file(REPO / "configs" / name)
 
 
-def merged(names: tuple[str, ...]) -> dict:
+def merged(names: tuple[str | Path, ...]) -> dict:
     return ConfigParser.load_config_files([str(REPO / "configs" / n) for n in names])
 
 
@@ -56,28 +57,84 @@ def is_steps(value) -> bool:
     )
 
 
+def step_lists(value, path: str = "") -> dict[str, list]:
+    """Every list of steps in ``value`` at any depth of dicts, by its MONAI id (``train#handlers``,
+    ``preprocessing#transforms``; a key that is itself an id, such as ``train#augmentation``, reads the same)."""
+    if is_steps(value):
+        return {path: list(value)}
+    if not isinstance(value, dict):
+        return {}
+    return {id_: steps for k, v in value.items() for id_, steps in step_lists(v, f"{path}#{k}" if path else k).items()}
+
+
 def step(entry) -> str:
     return entry["_target_"] if isinstance(entry, dict) else entry
+
+
+def expected_steps(names: tuple[str | Path, ...]) -> tuple[dict[str, list], list[str]]:
+    """The step lists the merge of ``names`` (base first) should hold, each base list with what later files add to
+    it (``+id``), and where a later file sets an earlier list, or a dict above one, without ``+`` (so that the list
+    it had is gone), unless ``REPLACED`` says it does so on purpose."""
+    expected: dict[str, list] = {}
+    replaced: list[str] = []
+    for position, name in enumerate(names):
+        entries = list(raw(name).items())
+        while entries:
+            key, value = entries.pop(0)
+            if key.startswith("+") and isinstance(value, dict):  # MONAI updates the dict: each of its keys is set
+                entries[:0] = [(f"{key[1:]}#{k}", v) for k, v in value.items()]
+            elif key.startswith("+"):
+                expected.setdefault(key[1:], []).extend(value)
+            else:
+                below = {id_ for id_ in expected if id_ == key or id_.startswith(key + "#")}
+                lost = sorted(id_ for id_ in below if (Path(name).name, id_) not in REPLACED)
+                if position > 0 and lost:
+                    replaced.append(f"{Path(name).name} sets {key} without +, replacing the steps of {lost}")
+                for id_ in below:
+                    expected.pop(id_)
+                expected.update(step_lists(value, key))
+    return expected, replaced
 
 
 @pytest.mark.parametrize(
     "names", COMBINATIONS, ids=["+".join(n.removesuffix(".yaml") for n in c) for c in COMBINATIONS]
 )
 def test_each_merged_list_is_every_part_in_order(names: tuple[str, ...]):
-    config, expected = merged(names), {}
-    for position, name in enumerate(names):
-        for key, value in raw(name).items():
-            if not key.startswith("+") and not is_steps(value):
-                expected.pop(key, None)
-            elif key.startswith("+"):
-                expected.setdefault(key[1:], []).extend(value)
-            elif is_steps(value):
-                replaces = position > 0 and key in expected and (name, key) not in REPLACED
-                assert not replaces, f"{name} replaces the list {key} instead of adding to it (+{key})"
-                expected[key] = list(value)
-    assert any(key in expected for key in ("initialize", "imports"))
+    """Every step list of the merge, at any depth, is its base list followed by what each overlay adds, in order;
+    no overlay replaces a list (or a dict above one) except those in ``REPLACED``."""
+    config = merged(names)
+    expected, replaced = expected_steps(names)
+    assert not replaced, replaced
+    assert {"initialize", "imports"} <= set(expected)
     for key, entries in expected.items():  # compared by step: an overlay may still set a step's argument (#0#...)
         assert [step(e) for e in list_of(config, key)] == [step(e) for e in entries], key
+
+
+NESTED_LISTS = [
+    ("train.yaml", "train#handlers"),
+    ("train.yaml", "validate#handlers"),
+    ("train.yaml", "train#augmentation"),
+    ("inference.yaml", "preprocessing#transforms"),
+    ("inference.yaml", "postprocessing#transforms"),
+]
+
+
+@pytest.mark.parametrize("base, key", NESTED_LISTS, ids=[key for _, key in NESTED_LISTS])
+def test_an_overlay_replacing_a_nested_step_list_is_caught(tmp_path: Path, base: str, key: str):
+    """A synthetic overlay that sets a nested step list without ``+`` (and one that sets the dict above it) is
+    named; the same step added with ``+`` is not, and lands at the end of the list."""
+    added = [{"_target_": "Identityd", "keys": "image"}]
+    for overlay, culprit in (({key: added}, key), ({key.split("#")[0]: {key.split("#")[1]: added}}, key.split("#")[0])):
+        path = tmp_path / "replaces.yaml"
+        path.write_text(yaml.safe_dump(overlay), encoding="utf-8")
+        _, replaced = expected_steps((base, path))
+        assert len(replaced) == 1 and replaced[0].startswith(f"replaces.yaml sets {culprit} without +"), replaced
+        assert repr(key) in replaced[0]
+    path = tmp_path / "adds.yaml"
+    path.write_text(yaml.safe_dump({f"+{key}": added}), encoding="utf-8")
+    expected, replaced = expected_steps((base, path))
+    assert not replaced and expected[key][-1] == added[0]
+    assert [step(e) for e in list_of(merged((base, path)), key)] == [step(e) for e in expected[key]]
 
 
 def test_evaluation_runs_inference_post_processing_and_handlers_and_adds_scoring():

@@ -1,5 +1,6 @@
 """The benchmark runs the bundle's own trainer and inference and reports every row it promises; its per-stage run
-of inference labels every voxel as the plain MONAI reference does (Invertd, argmax, largest component)."""
+of inference labels every muscle voxel as the plain MONAI reference does (Invertd, argmax, largest component), as
+docs/README.md says (100.0 %)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def test_benchmark_reports_training_and_inference_rows_for_the_cpu(tmp_path: Pat
     whats = [r["what"] for r in rows]
     stages = ["load", "resample", "network", "invert + argmax", "confidence", "post-processing", "write", "report"]
     stages.append("total")
-    reference, agreement = "the reference's Invertd + argmax + largest piece", "voxels labelled as by the reference"
+    reference = "the reference's Invertd + argmax + largest piece"
+    compared, agreement = "muscle voxels (a muscle in either labelling)", "muscle voxels labelled as by the reference"
     settings = [
         "shipped weights, defaults",
         "published grid, whole volume",
@@ -34,13 +36,12 @@ def test_benchmark_reports_training_and_inference_rows_for_the_cpu(tmp_path: Pat
         "published schedule projected, patch [32, 32, 16], batch 2",
         "inference, network alone",
         "inference, end to end (NIfTI to segmentation and report)",
-    ] + [f"{setting}: {what}" for setting in settings for what in stages + [reference, agreement]]
+    ] + [f"{setting}: {what}" for setting in settings for what in stages + [reference, compared, agreement]]
     assert all(r["device"].startswith("cpu (") and math.isfinite(r["value"]) and r["value"] > 0 for r in rows)
     by_what = {r["what"]: r["value"] for r in rows}
-    for setting in settings:  # the fast path's labels are the reference's
-        assert by_what[f"{setting}: voxels labelled as by the reference"] >= 99.9
-        total = sum(by_what[f"{setting}: {stage}"] for stage in stages[:-1])
-        assert math.isclose(by_what[f"{setting}: total"], total, abs_tol=0.01)
+    for setting in settings:  # the fast path's labels are the reference's, on the muscles, not on background
+        assert by_what[f"{setting}: {compared}"] >= 1000, setting
+        assert by_what[f"{setting}: {agreement}"] == 100.0, setting  # to 3 decimals: one voxel in 100000 shows
     projected = benchmark.PUBLISHED_VOLUME_STEPS / by_what["training, whole volume"] / 60
     assert math.isclose(by_what["published schedule projected, whole volume"], projected, rel_tol=0.01)
     # End to end includes the network, so it cannot be faster than the network alone.
