@@ -151,7 +151,7 @@ def score_case(entry: dict, data_dir: Path, output_dir: Path) -> list[dict]:
                 "check": entry_report["check"],
                 **{k: entry_report["evidence"].get(k) for k in EVIDENCE},
                 "check_reasons": entry_report["check_reasons"],
-                "truth_check_reasons": truth_confidence[name]["check_reasons"],
+                "truth_check_reasons": truth_confidence[name]["check_reasons"] if true.any() else "",
             }
         )
     return rows
