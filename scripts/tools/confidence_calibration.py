@@ -44,7 +44,13 @@ from scripts.atomic import write_atomically, write_csv_atomically
 from scripts.labels import ABBREVIATIONS, MUSCLES
 from scripts.phantom import make_phantom, write_phantom
 from scripts.report.confidence import muscle_confidence
-from scripts.tools.generalization import HELDOUT_MAPS, ORGANS, REAL_DIR, REAL_LABEL, build_test_set, markdown
+from scripts.tools.generalization import (
+    ScoringSet,
+    add_scoring_set_arguments,
+    build_test_set,
+    markdown,
+    scoring_set,
+)
 from scripts.training.tissue_contrast import RandTissueContrastd
 
 OUT_OF_RANGE_SPREAD = 0.6
@@ -74,21 +80,14 @@ def write_out_of_range_phantoms(
     return entries
 
 
-def build_cases(
-    data_dir: Path,
-    real_dir: Path | None,
-    seed: int,
-    shape,
-    spacing,
-    n_phantoms: int,
-    heldout_maps: Sequence[Path] = (),
-    organs: Path | None = None,
-) -> list[dict]:
+def build_cases(data_dir: Path, test_set: ScoringSet) -> list[dict]:
     """Write every test case and ``data_dir/datalist.json`` (all under ``testing``); returns the entries, which
     keep their ``label`` (and ``label_map``/``annotated`` for TUM02 and the held-out maps) for the scoring."""
-    datalist = build_test_set(data_dir, real_dir, seed, shape, spacing, n_phantoms, heldout_maps, organs)
+    datalist = build_test_set(data_dir, test_set)
     entries = json.loads(datalist.read_text(encoding="utf-8"))["validation"]
-    entries += write_out_of_range_phantoms(data_dir, seed, shape, spacing, n_phantoms)
+    entries += write_out_of_range_phantoms(
+        data_dir, test_set.phantom_seed, test_set.phantom_shape, test_set.phantom_spacing, test_set.n_phantoms
+    )
     testing = [{k: v for k, v in e.items() if k in ("id", "image", "water", "fat")} for e in entries]
     datalist.write_text(json.dumps({"testing": testing}, indent=2), encoding="utf-8")
     return entries
@@ -187,23 +186,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--ckpt", type=Path, default=BUNDLE_ROOT / "models" / "model.pt")
     parser.add_argument("--output_dir", type=Path, default=Path("confidence_calibration"))
-    parser.add_argument("--real_dir", type=Path, default=REAL_DIR, help="TUM02's folder; skipped when absent")
-    parser.add_argument("--phantom_seed", type=int, default=77)
-    parser.add_argument("--phantom_shape", type=int, nargs=3, default=(104, 72, 50), metavar=("X", "Y", "Z"))
-    parser.add_argument("--phantom_spacing", type=float, nargs=3, default=(3.5, 4.2, 5.0), metavar=("X", "Y", "Z"))
-    parser.add_argument("--n_phantoms", type=int, default=4, help="of each kind")
-    parser.add_argument(
-        "--heldout_maps", type=Path, nargs="*", default=[m for m in HELDOUT_MAPS if m.is_file()],
-        help="anatomy maps no training used, as in scripts.tools.generalization (default: lumbar_a where present)",
-    )  # fmt: skip
-    parser.add_argument("--organs", type=Path, default=ORGANS if ORGANS.is_file() else None)
+    add_scoring_set_arguments(parser, phantom_seed=77)
     args = parser.parse_args(argv)
-    real_dir = args.real_dir if (args.real_dir / REAL_LABEL).is_file() else None
     data_dir, inference_dir = args.output_dir / "data", args.output_dir / "inference"
-    entries = build_cases(
-        data_dir, real_dir, args.phantom_seed, args.phantom_shape, args.phantom_spacing, args.n_phantoms,
-        args.heldout_maps, args.organs,
-    )  # fmt: skip
+    entries = build_cases(data_dir, scoring_set(args))
     run_inference(args.ckpt, data_dir, inference_dir)
     rows = [row for entry in entries for row in score_case(entry, data_dir, inference_dir)]
     write_csv_atomically(args.output_dir / "calibration.csv", rows)

@@ -34,6 +34,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -79,19 +80,53 @@ def real_contrasts(water: np.ndarray, fat: np.ndarray) -> dict[str, np.ndarray]:
     return {"inphase": inphase, "water": water, "fat": fat, "opposed": np.abs(water - fat), "remapped": remapped}
 
 
-def build_test_set(
-    data_dir: Path,
-    real_dir: Path | None,
-    phantom_seed: int,
-    phantom_shape: Sequence[int],
-    phantom_spacing: Sequence[float],
-    n_phantoms: int,
-    heldout_maps: Sequence[Path] = (),
-    organs: Path | None = None,
-) -> Path:
+@dataclass(frozen=True)
+class ScoringSet:
+    """What the test set is made of (the module docstring says how): TUM02's folder (None: phantoms only), the
+    phantoms' seed, grid and number, and the held-out maps with the organ map for their T11-L2 cases."""
+
+    real_dir: Path | None
+    phantom_seed: int
+    phantom_shape: Sequence[int]
+    phantom_spacing: Sequence[float]
+    n_phantoms: int
+    heldout_maps: Sequence[Path] = ()
+    organs: Path | None = None
+
+
+def add_scoring_set_arguments(parser: argparse.ArgumentParser, phantom_seed: int) -> None:
+    """The command-line options of a ``ScoringSet`` (shared by the tools that score on it)."""
+    parser.add_argument("--real_dir", type=Path, default=REAL_DIR, help="TUM02's folder; skipped when absent")
+    parser.add_argument("--phantom_seed", type=int, default=phantom_seed)
+    parser.add_argument("--phantom_shape", type=int, nargs=3, default=(104, 72, 50), metavar=("X", "Y", "Z"))
+    parser.add_argument("--phantom_spacing", type=float, nargs=3, default=(3.5, 4.2, 5.0), metavar=("X", "Y", "Z"))
+    parser.add_argument("--n_phantoms", type=int, default=4, help="phantoms of each kind, and per held-out map")
+    parser.add_argument(
+        "--heldout_maps", type=Path, nargs="*", default=[m for m in HELDOUT_MAPS if m.is_file()],
+        help="anatomy maps no training used (default: lumbar_a, where ../shared is)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--organs", type=Path, default=ORGANS if ORGANS.is_file() else None,
+        help="organ map pasted into the held-out maps cut to T11-L2 (default: ../shared's; none: no such cases)",
+    )  # fmt: skip
+
+
+def scoring_set(args: argparse.Namespace) -> ScoringSet:
+    """The ``ScoringSet`` of parsed options; TUM02 is left out (and said so) where its label is not there."""
+    real_dir = args.real_dir if (args.real_dir / REAL_LABEL).is_file() else None
+    if real_dir is None:
+        print(f"no {REAL_LABEL} in {args.real_dir}: scoring the phantoms only")
+    return ScoringSet(
+        real_dir, args.phantom_seed, args.phantom_shape, args.phantom_spacing, args.n_phantoms, args.heldout_maps,
+        args.organs,
+    )  # fmt: skip
+
+
+def build_test_set(data_dir: Path, test_set: ScoringSet) -> Path:
     """Write the test images and a datalist whose ``validation`` section lists them all; returns the datalist."""
     data_dir.mkdir(parents=True, exist_ok=True)
     entries = []
+    real_dir, organs = test_set.real_dir, test_set.organs
     if real_dir is not None:
         label = nib.load(real_dir / REAL_LABEL)
         water, fat = (np.asarray(nib.load(real_dir / f"{n}.nii.gz").dataobj) for n in ("water", "fat"))
@@ -110,17 +145,21 @@ def build_test_set(
                 }
             )
     full = {"organs": None, "fov": "full"}
+    n_phantoms = test_set.n_phantoms
     cases = [(f"phantom{i:02d}", None, i, full) for i in range(1, n_phantoms + 1)]
     for prefix, options in (("map_", full), (UPPER, {"organs": organs, "fov": "upper"})):
         if prefix == UPPER and organs is None:
             continue
         cases += [
             (f"{prefix}{Path(m).name.split('.')[0]}_{i:02d}", m, i, options)
-            for m in heldout_maps
+            for m in test_set.heldout_maps
             for i in range(1, n_phantoms + 1)
         ]
     for case_id, anatomy, i, options in cases:
-        phantom = make_phantom(phantom_shape, phantom_spacing, seed=phantom_seed * 1000 + i, anatomy=anatomy, **options)
+        phantom = make_phantom(
+            test_set.phantom_shape, test_set.phantom_spacing, seed=test_set.phantom_seed * 1000 + i, anatomy=anatomy,
+            **options,
+        )  # fmt: skip
         write_phantom(phantom, data_dir / case_id)
         entries.append({"id": case_id, **{k: f"{case_id}/{k}.nii.gz" for k in ("water", "fat", "label")}})
         entries[-1]["image"] = f"{case_id}/inphase.nii.gz"
@@ -225,17 +264,11 @@ def run(
     options: Sequence[str],
     output_dir: Path,
     spacing: Sequence[float],
-    real_dir: Path | None,
-    phantom_seed: int,
-    phantom_shape: Sequence[int],
-    phantom_spacing: Sequence[float],
-    n_phantoms: int,
-    heldout_maps: Sequence[Path] = (),
-    organs: Path | None = None,
+    test_set: ScoringSet,
 ) -> str:
     """Build the test set, evaluate every model with every option, write the CSVs and table; returns the table."""
     data_dir = output_dir / "data"
-    build_test_set(data_dir, real_dir, phantom_seed, phantom_shape, phantom_spacing, n_phantoms, heldout_maps, organs)
+    build_test_set(data_dir, test_set)
     long_rows, organ_long_rows, table = [], [], {}
     runs = [(name, ckpt, option) for name, ckpt in models for option in options]
     for name, ckpt, option in tqdm(runs, desc="evaluations", unit="run"):
@@ -266,19 +299,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--options", nargs="+", choices=list(OPTIONS), default=["none"], help="post-processing choices to score")
     add("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="training voxel size (default: metadata's)")
     parser.add_argument("--output_dir", type=Path, default=Path("generalization"))
-    parser.add_argument("--real_dir", type=Path, default=REAL_DIR, help="TUM02's folder; skipped when absent")
-    parser.add_argument("--phantom_seed", type=int, default=99)
-    parser.add_argument("--phantom_shape", type=int, nargs=3, default=(104, 72, 50), metavar=("X", "Y", "Z"))
-    parser.add_argument("--phantom_spacing", type=float, nargs=3, default=(3.5, 4.2, 5.0), metavar=("X", "Y", "Z"))
-    parser.add_argument("--n_phantoms", type=int, default=4, help="phantoms, and phantoms per held-out map")
-    parser.add_argument(
-        "--heldout_maps", type=Path, nargs="*", default=[m for m in HELDOUT_MAPS if m.is_file()],
-        help="anatomy maps no training used (default: lumbar_a, where ../shared is)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--organs", type=Path, default=ORGANS if ORGANS.is_file() else None,
-        help="organ map pasted into the held-out maps cut to T11-L2 (default: ../shared's; none: no such cases)",
-    )  # fmt: skip
+    add_scoring_set_arguments(parser, phantom_seed=99)
     args = parser.parse_args(argv)
     for name, ckpt in args.model:
         if not Path(ckpt).is_file():
@@ -291,17 +312,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    real_dir = args.real_dir if (args.real_dir / REAL_LABEL).is_file() else None
-    if real_dir is None:
-        print(f"no {REAL_LABEL} in {args.real_dir}: scoring the phantoms only")
     models = [(name, Path(ckpt)) for name, ckpt in args.model]
-    print(
-        run(
-            models, args.options, args.output_dir, args.spacing, real_dir,
-            args.phantom_seed, args.phantom_shape, args.phantom_spacing, args.n_phantoms, args.heldout_maps,
-            args.organs,
-        )  # fmt: skip
-    )
+    print(run(models, args.options, args.output_dir, args.spacing, scoring_set(args)))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def test_water_and_fat_of_different_shapes_are_refused(tmp_path: Path):
     case = CheckedLoadImaged(["water", "fat"])(
         {
             "water": str(nifti(tmp_path / "water.nii.gz", volume())),
-            "fat": str(nifti(tmp_path / "fat.nii.gz", np.ones((8, 8, 5), np.float32))),
+            "fat": str(nifti(tmp_path / "fat.nii.gz", np.random.default_rng(1).random((8, 8, 5), np.float32))),
         }
     )
     with pytest.raises(
