@@ -28,6 +28,7 @@ def assert_segmentation_of(seg_path: Path, input_path: Path) -> np.ndarray:
     return data
 
 
+@pytest.mark.slow
 def test_training_saves_best_model_last_checkpoint_and_dice_per_muscle(trained: Path):
     network = ConfigParser.load_config_file(REPO / "configs" / "train.yaml")["network_def"]
     state, card = read_model(trained / "models" / "model.pt")

@@ -184,6 +184,7 @@ def test_one_unreadable_case_fails_alone(cohort: Path, trained: Path, tmp_path: 
     assert "[2/3]" in output and "/?]" not in output
 
 
+@pytest.mark.slow
 def test_rerun_skips_done_cases_and_refuses_a_different_run(cohort: Path, trained: Path, tmp_path: Path):
     ckpt, out = trained / "models" / "model.pt", tmp_path / "out"
     infer(cohort, out, ckpt)
@@ -228,6 +229,7 @@ def test_checkpoint_needing_arbitrary_unpickling_is_refused(cohort: Path, tmp_pa
     assert "Weights only load failed" in result.stderr
 
 
+@pytest.mark.slow
 def test_training_killed_mid_epoch_resumes_to_the_same_number_of_epochs(cohort: Path, tmp_path: Path):
     args = [
         sys.executable, "-m", "monai.bundle", "run", "training",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from conftest import infer, write_dicom_series
 
@@ -35,6 +36,7 @@ def test_one_scan_gives_the_outputs_of_a_datalist_run(cohort: Path, trained: Pat
         assert json.loads((tmp_path / run / "run.json").read_text())["flip_tta"] is False
 
 
+@pytest.mark.slow
 def test_a_folder_of_scans_is_one_case_each_and_checked_up_front(cohort: Path, trained: Path, tmp_path: Path):
     scans = tmp_path / "scans"
     scans.mkdir()

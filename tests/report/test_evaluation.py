@@ -146,6 +146,7 @@ def test_evaluating_writes_csv_table_and_box_plots(cohort: Path, trained: Path, 
         assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_evaluating_is_inference_plus_scoring_with_every_inference_option(cohort: Path, trained: Path, tmp_path: Path):
     """The segmentations scored are those inference writes with the same options, and an inference option
     (--noise_floor, --flip_tta) changes the evaluation as it changes inference."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 from conftest import SMALL_SHAPE, SMALL_SPACING, read_csv, run_module
 
 from scripts.phantom import Tissue, make_phantom
@@ -27,6 +28,7 @@ def test_contrasts_are_made_from_water_and_fat():
     assert remapped[muscle_like].mean() > 2 * remapped[fat_like].mean()
 
 
+@pytest.mark.slow
 def test_generalization_scores_every_model_and_option(trained: Path, tmp_path: Path):
     """A phantom stored like TUM02 (water, fat, ES/MF labels with TUM02's values) stands in for the real scan."""
     real = make_phantom(SMALL_SHAPE, SMALL_SPACING, seed=5)

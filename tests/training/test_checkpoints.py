@@ -48,6 +48,7 @@ def test_each_checkpoint_is_written_and_removed_with_its_card(tmp_path: Path):
     assert torch.equal(weights["w"], torch.zeros(2)) and saved["spacing_mm"] == [1.0, 2.0, 3.0]
 
 
+@pytest.mark.slow
 def test_training_resumes_from_the_newest_intact_checkpoint(cohort: Path, tmp_path: Path):
     args = [
         "training",
