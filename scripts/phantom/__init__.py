@@ -3,7 +3,9 @@
 One module per idea: ``tissues`` (tissue ids and the map they are painted on), ``shapes`` (grid, subject frame,
 ellipses), ``subject`` (random body size, pose and fat), ``body`` (trunk, viscera, kidneys, vessels, spine),
 ``procedural_muscles`` (muscles as ellipses of published areas), ``label_map_muscles`` (real muscle shapes from a
-label map), ``signal`` (Dixon MR signal) and ``cohort`` (one phantom, its files, a cohort and its datalist);
+label map), ``organ_map`` (real upper-abdominal organs from a TotalSegmentator map), ``fields_of_view`` (the
+vertebral levels a phantom shows), ``borders`` (fat planes and fascia between adjacent muscles), ``signal`` (Dixon
+MR signal) and ``cohort`` (one phantom, its files, a cohort and its datalist);
 ``python -m scripts.phantom`` is the command line. No pipeline module imports this package.
 """
 
