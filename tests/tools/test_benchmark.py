@@ -44,8 +44,6 @@ def test_benchmark_reports_training_and_inference_rows_for_the_cpu(tmp_path: Pat
         assert by_what[f"{setting}: {agreement}"] == 100.0, setting  # to 3 decimals: one voxel in 100000 shows
     projected = benchmark.PUBLISHED_VOLUME_STEPS / by_what["training, whole volume"] / 60
     assert math.isclose(by_what["published schedule projected, whole volume"], projected, rel_tol=0.01)
-    # End to end includes the network, so it cannot be faster than the network alone.
-    assert by_what["inference, end to end (NIfTI to segmentation and report)"] > by_what["inference, network alone"]
     # The segmentations and reports the end-to-end row timed are on disk.
     assert list((tmp_path / "work" / "infer").glob("*/*_seg.nii.gz"))
     assert "| device | what | value | unit |" in capsys.readouterr().out
