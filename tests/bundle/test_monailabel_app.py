@@ -169,7 +169,10 @@ def test_infer_gives_the_label_of_bundle_inference(server: Server, tmp_path: Pat
 def test_an_unusable_scan_is_refused_with_its_reason(server: Server) -> None:
     reply = server.request_label("blank")
     assert reply.status_code == 422
-    assert reply.json()["detail"] == f"image {server.studies / 'blank.nii.gz'} is all zero"
+    assert reply.json()["detail"] == (
+        f"image {server.studies / 'blank.nii.gz'} is all zero: there is no anatomy to segment in it; check that this"
+        " is the scan you meant to give"
+    )
 
 
 @pytest.mark.skipif(not TUM02.is_dir(), reason="real data ../shared/data/TUM02 not present")
