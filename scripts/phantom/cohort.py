@@ -86,20 +86,19 @@ def make_phantom(
     if muscle_fat_fraction is not None:
         subject = replace(subject, fat_fraction=dict.fromkeys(subject.fat_fraction, float(muscle_fat_fraction)))
     affine = centred_affine(shape, spacing)
-    source = read_organ_map(organs) if organs is not None else None
     if anatomy is None:
         name, field = draw_field(fov, rng, pelvis=False)
         # The field's middle level at the grid's centre; the full grid keeps the usual T12/L1 height.
         top_z = T12_L1_Z if field is None else subject.pitch * (field[0] + field[1]) / 2
         frame = subject_frame(shape, affine, subject.shift, subject.rotation, top_z, subject.pitch)
+        source = read_organ_map(organs) if organs is not None else None
         painted, annotated = paint_procedural(frame, subject, rng, confusers, source, top_z), list(MUSCLES)
         source_name = "procedural"
     else:
         label_map = read_label_map(anatomy)
         organs_of_its_own = bool(label_map.level_knots)  # an organ map as the anatomy: nothing to paste
-        painted = paint_from_label_map(
-            label_map, shape, affine, subject, rng, confusers, None if organs_of_its_own else source
-        )
+        source = read_organ_map(organs) if organs is not None and not organs_of_its_own else None
+        painted = paint_from_label_map(label_map, shape, affine, subject, rng, confusers, source)
         name, field = draw_field(FULL if organs_of_its_own else fov, rng, painted.pelvis)
         annotated, source_name = list(label_map.annotated), label_map.name
     border_counts = draw_borders(painted.tissues, rng) if borders else None

@@ -44,6 +44,7 @@ from scripts.phantom.organ_map import (
     level_line,
     levels_of,
     paste_organs,
+    totalsegmentator_lut,
 )
 from scripts.phantom.procedural_muscles import T12_L1_Z, paint_gluteus
 from scripts.phantom.shapes import Frame, subject_frame, world_axes
@@ -98,10 +99,8 @@ def read_label_map(path: str | Path) -> LabelMap:
     organs = is_totalsegmentator(codes)
     scheme = TOTALSEGMENTATOR_MUSCLES if organs else EIGHT_LABEL if codes.max() <= 8 else WHOLE_BODY
     present = np.unique(codes)
-    lut = np.zeros(max(int(present.max()), max(TOTALSEGMENTATOR_TISSUES)) + 1, np.uint8)
+    lut = totalsegmentator_lut(present.max()) if organs else np.zeros(int(present.max()) + 1, np.uint8)
     if organs:
-        for code, tissue in TOTALSEGMENTATOR_TISSUES.items():
-            lut[code] = tissue
         lut[list(VERTEBRAE)] = VERTEBRA_ID
     else:
         lut[present[present > 0]] = Tissue.OTHER_MUSCLE

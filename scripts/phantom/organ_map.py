@@ -45,6 +45,15 @@ TOTALSEGMENTATOR_MUSCLES = {"erector": (86, 87), "psoas": (88, 89)}  # autochtho
 VERTEBRAE = range(26, 50)  # S1 (26), L5 (27) ... L1 (31), T12 (32) ... C1 (50 excluded)
 
 
+def totalsegmentator_lut(top_code: int) -> np.ndarray:
+    """Lookup table from TotalSegmentator code (0..``top_code`` at least) to phantom tissue id, 0 for codes that are
+    not organs, ribs, cord or cartilage (muscles and vertebrae are the caller's to map)."""
+    lut = np.zeros(max(int(top_code), max(TOTALSEGMENTATOR_TISSUES)) + 1, np.uint8)
+    for code, tissue in TOTALSEGMENTATOR_TISSUES.items():
+        lut[code] = tissue
+    return lut
+
+
 def vertebral_level(code: int) -> float:
     """Level of a vertebra's centre (0 the T12/L1 disc, 1 L1/2, ...): L1 0.5, T12 -0.5, L5 4.5."""
     return 31.5 - code
@@ -99,9 +108,7 @@ class OrganSource:
 
 def read_organ_source(codes: np.ndarray, affine: np.ndarray) -> OrganSource:
     """The organs of a TotalSegmentator map (RAS+ codes and affine) and its per-slice level and spine centre."""
-    lut = np.zeros(max(int(codes.max()), max(TOTALSEGMENTATOR_TISSUES)) + 1, np.uint8)
-    for code, tissue in TOTALSEGMENTATOR_TISSUES.items():
-        lut[code] = tissue
+    lut = totalsegmentator_lut(codes.max())
     z = affine[2, 3] + affine[2, 2] * np.arange(codes.shape[2])
     spine = np.isin(codes, list(VERTEBRAE))
     xy = np.full((codes.shape[2], 2), np.nan)
@@ -125,19 +132,14 @@ def read_organ_map(path: str | Path) -> OrganSource:
     return read_organ_source(codes, image.affine)
 
 
-def paste_organs(
-    tissues: TissueMap, frame: Frame, spine_y: np.ndarray, source: OrganSource, scale: float
-) -> np.ndarray:
+def paste_organs(tissues: TissueMap, frame: Frame, spine_y: np.ndarray, source: OrganSource, scale: float) -> None:
     """Draw the source's organs into every phantom slice whose vertebral level the source covers: each phantom
     voxel takes the organ (nearest neighbour) at the same level, at the same offset from the vertebral body's
     centre times ``scale`` (map mm per phantom mm). Only voxels inside the body and off the subcutaneous fat are
-    painted, and procedural kidneys in those slices give way to the source's; muscles and the spine come later.
-    Returns the mask of the voxels painted.
-    """
+    painted, and procedural kidneys in those slices give way to the source's; muscles and the spine come later."""
     low, high = source.level_range
     to_map = np.linalg.inv(source.affine)
     order = np.argsort(source.level)
-    painted = np.zeros(frame.shape, bool)
     for k in np.flatnonzero((frame.level >= low) & (frame.level <= high)):
         map_z = np.interp(frame.level[k], source.level[order], np.arange(source.level.size)[order])
         centre = np.array([np.interp(map_z, np.arange(source.level.size), source.spine_xy[:, a]) for a in range(2)])
@@ -153,5 +155,3 @@ def paste_organs(
         inside = (organ > 0) & (slab != Tissue.AIR) & (slab != Tissue.SUBCUTANEOUS_FAT)
         slab[inside] = organ[inside]
         tissues.fat_scale[:, :, k][inside] = 1.0
-        painted[:, :, k] = inside
-    return painted
